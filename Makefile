@@ -1,0 +1,43 @@
+# disksnap developer commands. Every target creates the virtualenv when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: setup sysdeps test lint protos check-protos demo run bench clean
+
+setup: sysdeps $(STAMP)
+
+sysdeps:
+	@scripts/ensure-system-deps
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+## Run the whole test suite (needs PostgreSQL: see scripts/ensure-postgres).
+test: setup
+	@PYTHON=$(PY) scripts/ensure-postgres
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy storage_agent engine_svc disksnap tests bench scripts
+	cd protos && ../$(BIN)/buf lint
+
+## Regenerate the committed stubs from protos/.
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+## The product's main job on the embedded default, narrated step by step.
+demo: setup
+	$(BIN)/disksnap demo
+
+bench: setup
+	$(PY) bench/agent_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
