@@ -4,7 +4,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup sysdeps test lint protos check-protos demo run bench clean
+.PHONY: setup sysdeps test lint protos demo run bench clean image validate-deploy
+
+TAG ?= dev
 
 setup: sysdeps $(STAMP)
 
@@ -38,6 +40,14 @@ demo: setup
 
 bench: setup
 	$(PY) bench/agent_bench.py
+
+## Render every deploy/overlays/* with kubectl kustomize and validate it offline (strict schemas).
+validate-deploy: setup
+	$(PY) scripts/validate-deploy
+
+## Build disksnap/engine:$(TAG) and disksnap/agent:$(TAG); prints "skipped" without a container engine.
+image:
+	@TAG=$(TAG) scripts/build-image
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
