@@ -1,0 +1,165 @@
+"""Registration with the engine (SPEC §3.9): RegisterHost at start, Heartbeat every interval.
+
+Runs on a daemon thread. The engine may be down or restarting: every failure is retried with
+capped backoff, and a heartbeat the engine rejects (it lost the host) re-registers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from disksnap.engine.v1 import registry_pb2, registry_pb2_grpc
+from storage_agent.ops.capabilities import capabilities
+from storage_agent.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+RETRY_START_S = 0.5
+RETRY_CAP_S = 3.0
+CALL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServedDomain:
+    """A domain this agent serves, with its filesystem space."""
+
+    domain_id: str
+    free_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """What the agent tells the engine about itself."""
+
+    name: str
+    address: str
+    agent_version: str
+    qemu_img_version: str
+    operations: tuple[str, ...]
+
+
+def start_registration(rt: Runtime, address: str) -> EngineRegistration | None:
+    """Register with the configured engine (if any) and keep heartbeating.
+
+    The agent dials the engine with its own certificate when mTLS is configured; the engine
+    checks that the certificate names this host (SPEC §7).
+    """
+    settings = rt.settings
+    if not settings.engine:
+        return None
+    if settings.tls:
+        assert settings.tls_cert and settings.tls_key and settings.tls_ca
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=settings.tls_ca.read_bytes(),
+            private_key=settings.tls_key.read_bytes(),
+            certificate_chain=settings.tls_cert.read_bytes(),
+        )
+        channel = grpc.secure_channel(settings.engine, creds)
+    else:
+        channel = grpc.insecure_channel(settings.engine)
+    caps = capabilities(rt)
+
+    def domains() -> list[ServedDomain]:
+        return [
+            ServedDomain(d.domain_id, d.free_bytes, d.total_bytes) for d in capabilities(rt).domains
+        ]
+
+    registration = EngineRegistration(
+        channel,
+        HostReport(
+            name=settings.host_name,
+            address=settings.advertise or address,
+            agent_version=caps.agent_version,
+            qemu_img_version=caps.qemu_img_version,
+            operations=tuple(caps.operations),
+        ),
+        domains,
+    )
+    registration.start()
+    return registration
+
+
+class EngineRegistration:
+    """Keeps this agent's host row at the engine current."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        report: HostReport,
+        domains: Callable[[], list[ServedDomain]],
+    ) -> None:
+        self._stub = registry_pb2_grpc.AgentRegistryServiceStub(channel)
+        self._report = report
+        self._domains = domains
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine-registration", daemon=True)
+        self.host_id: str | None = None
+
+    def start(self) -> None:
+        """Start registering and heartbeating in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop heartbeating."""
+        self._stop.set()
+        self._thread.join(timeout=CALL_TIMEOUT_S)
+
+    def _domain_messages(self) -> list[registry_pb2.DomainSpace]:
+        return [
+            registry_pb2.DomainSpace(
+                domain_id=d.domain_id, free_bytes=d.free_bytes, total_bytes=d.total_bytes
+            )
+            for d in self._domains()
+        ]
+
+    def _register(self) -> float:
+        r = self._report
+        resp = self._stub.RegisterHost(
+            registry_pb2.RegisterHostRequest(
+                name=r.name,
+                address=r.address,
+                domains=self._domain_messages(),
+                capabilities=registry_pb2.HostCapabilities(
+                    live_ops=False,
+                    qemu_img_version=r.qemu_img_version,
+                    operations=list(r.operations),
+                ),
+                agent_version=r.agent_version,
+            ),
+            timeout=CALL_TIMEOUT_S,
+        )
+        self.host_id = resp.host_id
+        log.info("registered with the engine as host %s (%s)", r.name, resp.host_id)
+        return float(max(1, resp.heartbeat_interval_s))
+
+    def _run(self) -> None:
+        delay = RETRY_START_S
+        interval = 0.0
+        while not self._stop.is_set():
+            try:
+                if self.host_id is None:
+                    interval = self._register()
+                else:
+                    self._stub.Heartbeat(
+                        registry_pb2.HeartbeatRequest(
+                            host_id=self.host_id,
+                            name=self._report.name,
+                            domains=self._domain_messages(),
+                        ),
+                        timeout=CALL_TIMEOUT_S,
+                    )
+                delay = RETRY_START_S
+                self._stop.wait(interval)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code is grpc.StatusCode.NOT_FOUND:
+                    self.host_id = None
+                log.warning("engine registration failed (%s); retrying", code)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_CAP_S)
