@@ -1,0 +1,1 @@
+"""disksnap engine: owns VM, disk, volume, snapshot and job state; orchestrates agents."""

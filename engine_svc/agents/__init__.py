@@ -1,0 +1,1 @@
+"""Talking to storage agents: the AgentClient protocol and its gRPC implementation."""

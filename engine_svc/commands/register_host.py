@@ -1,0 +1,105 @@
+"""RegisterHost and Heartbeat (SPEC §3.9): agents keep their host row current."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from engine_svc.db.models import Host
+from engine_svc.db.repos import Repositories
+from engine_svc.db.uow import Database
+from engine_svc.domain import new_id, utcnow
+from engine_svc.errors import NotFound, PermissionDenied, invalid_field
+
+HOST_NAME_MAX = 255
+
+
+@dataclass(frozen=True)
+class DomainReport:
+    """A domain an agent serves, with its space."""
+
+    domain_id: str
+    free_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class RegisterHost:
+    """Input of RegisterHost; ``tls_identity`` is the client certificate's DNS SAN, if any."""
+
+    name: str
+    address: str
+    domains: tuple[DomainReport, ...] = ()
+    live_ops: bool = False
+    agent_version: str = ""
+    qemu_img_version: str = ""
+    tls_identity: str | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Input of Heartbeat."""
+
+    host_id: str
+    name: str
+    domains: tuple[DomainReport, ...] = field(default_factory=tuple)
+    tls_identity: str | None = None
+
+
+def _check_identity(name: str, tls_identity: str | None) -> None:
+    if tls_identity is not None and tls_identity != name:
+        raise PermissionDenied(
+            "HOST_IDENTITY_MISMATCH",
+            f"the client certificate names {tls_identity!r}, not {name!r}",
+            host_name=name,
+        )
+
+
+def register_host(db: Database, cmd: RegisterHost) -> str:
+    """Create or update the host row; returns the host id (stable per name)."""
+    if not cmd.name or len(cmd.name) > HOST_NAME_MAX or not cmd.name.isprintable():
+        raise invalid_field("name", "1..255 printable characters")
+    if not cmd.address or ":" not in cmd.address:
+        raise invalid_field("address", "host:port of the agent")
+    _check_identity(cmd.name, cmd.tls_identity)
+    now = utcnow()
+    with db.transaction() as tx:
+        host = tx.hosts.by_name(cmd.name)
+        if host is None:
+            host = Host(id=new_id(), name=cmd.name, registered_at=now)
+            tx.hosts.add(host)
+        host.address = cmd.address
+        host.live_ops = cmd.live_ops
+        host.agent_version = cmd.agent_version
+        host.qemu_img_version = cmd.qemu_img_version
+        host.last_heartbeat_at = now
+        tx.session.flush()
+        _record_domains(tx, host.id, cmd.domains, now)
+        return host.id
+
+
+def heartbeat(db: Database, cmd: Heartbeat) -> None:
+    """Record liveness and space; unknown domain ids are ignored."""
+    _check_identity(cmd.name, cmd.tls_identity)
+    now = utcnow()
+    with db.transaction() as tx:
+        host = tx.hosts.get(cmd.host_id)
+        if host is None or host.name != cmd.name:
+            raise NotFound(
+                "HOST_NOT_EXIST", f"host {cmd.host_id} is not registered", host_id=cmd.host_id
+            )
+        host.last_heartbeat_at = now
+        _record_domains(tx, host.id, cmd.domains, now)
+
+
+def _record_domains(
+    tx: Repositories, host_id: str, reports: tuple[DomainReport, ...], now: datetime
+) -> None:
+    known = {d.id for d in tx.hosts.domains()}
+    served = {r.domain_id for r in reports if r.domain_id in known}
+    for report in reports:
+        if report.domain_id in served:
+            tx.hosts.report_domain(
+                host_id, report.domain_id, report.free_bytes, report.total_bytes, now
+            )
+    tx.hosts.forget_domains(host_id, served)

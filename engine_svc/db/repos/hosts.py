@@ -1,0 +1,99 @@
+"""Hosts, storage domains and which host serves which domain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from engine_svc.db.models import Host, HostDomain, StorageDomain
+
+
+class HostRepository:
+    """Hosts and storage domains (they are read together for every storage check)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, host_id: str) -> Host | None:
+        """The host, or None."""
+        return self.session.get(Host, host_id)
+
+    def by_name(self, name: str) -> Host | None:
+        """The host registered under ``name``, or None."""
+        return self.session.scalar(select(Host).where(Host.name == name))
+
+    def list(self) -> Sequence[Host]:
+        """Every host, by name."""
+        return self.session.scalars(select(Host).order_by(Host.name)).all()
+
+    def add(self, host: Host) -> None:
+        """Insert a host."""
+        self.session.add(host)
+
+    def domain(self, domain_id: str) -> StorageDomain | None:
+        """The storage domain, or None."""
+        return self.session.get(StorageDomain, domain_id)
+
+    def domain_by_name(self, name: str) -> StorageDomain | None:
+        """The storage domain named ``name``, or None."""
+        return self.session.scalar(select(StorageDomain).where(StorageDomain.name == name))
+
+    def domains(self) -> Sequence[StorageDomain]:
+        """Every storage domain, by name."""
+        return self.session.scalars(select(StorageDomain).order_by(StorageDomain.name)).all()
+
+    def add_domain(self, domain: StorageDomain) -> None:
+        """Insert a storage domain."""
+        self.session.add(domain)
+
+    def serving(self, domain_id: str) -> Sequence[tuple[HostDomain, Host]]:
+        """(report, host) for every host serving the domain."""
+        rows = self.session.execute(
+            select(HostDomain, Host)
+            .join(Host, Host.id == HostDomain.host_id)
+            .where(HostDomain.domain_id == domain_id)
+            .order_by(Host.name)
+        ).all()
+        return [(hd, h) for hd, h in rows]
+
+    def host_domains(self, host_id: str) -> Sequence[HostDomain]:
+        """The domains a host serves."""
+        return self.session.scalars(select(HostDomain).where(HostDomain.host_id == host_id)).all()
+
+    def all_host_domains(self) -> Sequence[HostDomain]:
+        """Every (host, domain) report."""
+        return self.session.scalars(select(HostDomain)).all()
+
+    def report_domain(
+        self, host_id: str, domain_id: str, free: int, total: int, at: datetime
+    ) -> None:
+        """Record that a host serves a domain, with the space it reported."""
+        row = self.session.get(HostDomain, (host_id, domain_id))
+        if row is None:
+            self.session.add(
+                HostDomain(
+                    host_id=host_id,
+                    domain_id=domain_id,
+                    free_bytes=free,
+                    total_bytes=total,
+                    reported_at=at,
+                )
+            )
+        else:
+            row.free_bytes, row.total_bytes, row.reported_at = free, total, at
+
+    def forget_domains(self, host_id: str, keep: set[str]) -> None:
+        """Drop the host's reports for domains it no longer serves."""
+        self.session.execute(
+            delete(HostDomain).where(
+                HostDomain.host_id == host_id, HostDomain.domain_id.not_in(keep)
+            )
+        )
+
+
+def host_is_up(host: Host, now: datetime, heartbeat_interval: timedelta) -> bool:
+    """SPEC §1.7: UP iff the last heartbeat is at most 3 intervals old."""
+    return now - host.last_heartbeat_at <= 3 * heartbeat_interval

@@ -1,0 +1,154 @@
+"""Jobs, their steps and their leases (SPEC §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from engine_svc.db.models import Job, JobStep
+from engine_svc.domain import ACTIVE_JOB_STATES, JobState, check_job_transition
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job's lease and must stop touching it."""
+
+
+class JobRepository:
+    """Job and step rows, and the lease compare-and-swaps."""
+
+    def __init__(self, session: Session, *, postgres: bool) -> None:
+        self.session = session
+        self.postgres = postgres
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None."""
+        return self.session.get(Job, job_id)
+
+    def by_request_id(self, request_id: str) -> Job | None:
+        """The job created by ``request_id``, or None."""
+        return self.session.scalar(select(Job).where(Job.request_id == request_id))
+
+    def add(self, job: Job, steps: Sequence[JobStep] = ()) -> None:
+        """Insert a job and its planned steps."""
+        self.session.add(job)
+        self.session.flush([job])
+        self.session.add_all(steps)
+
+    def steps(self, job_id: str) -> Sequence[JobStep]:
+        """The job's steps in order."""
+        return self.session.scalars(
+            select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.seq)
+        ).all()
+
+    def step(self, job_id: str, seq: int) -> JobStep:
+        """One step."""
+        step = self.session.get(JobStep, (job_id, seq))
+        if step is None:
+            raise LookupError(f"step {job_id}:{seq} does not exist")
+        return step
+
+    def add_step(self, step: JobStep) -> None:
+        """Insert a step planned after admission (e.g. a compensation)."""
+        self.session.add(step)
+
+    def list(
+        self,
+        *,
+        vm_id: str = "",
+        state: str = "",
+        kind: str = "",
+        correlation_id: str = "",
+        before: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> Sequence[Job]:
+        """Jobs newest first; ``before`` is the (created_at, id) of the previous page's last."""
+        stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        if vm_id:
+            stmt = stmt.where(Job.vm_id == vm_id)
+        if state:
+            stmt = stmt.where(Job.state == state)
+        if kind:
+            stmt = stmt.where(Job.kind == kind)
+        if correlation_id:
+            stmt = stmt.where(Job.correlation_id == correlation_id)
+        if before is not None:
+            at, job_id = before
+            stmt = stmt.where(or_(Job.created_at < at, (Job.created_at == at) & (Job.id < job_id)))
+        return self.session.scalars(stmt).all()
+
+    def claimable(self, now: datetime, limit: int) -> Sequence[str]:
+        """Ids of non-terminal jobs whose lease is free or expired, oldest first."""
+        stmt = (
+            select(Job.id)
+            .where(
+                Job.state.in_(sorted(ACTIVE_JOB_STATES)),
+                or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+            )
+            .order_by(Job.created_at)
+            .limit(limit)
+        )
+        if self.postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return self.session.scalars(stmt).all()
+
+    def claim(self, job_id: str, owner: str, now: datetime, until: datetime) -> int | None:
+        """Take the lease if it is free or expired; returns the new epoch, or None."""
+        result = self.session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.state.in_(sorted(ACTIVE_JOB_STATES)),
+                or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+            )
+            .values(
+                lease_owner=owner,
+                lease_epoch=Job.lease_epoch + 1,
+                lease_expires_at=until,
+                version=Job.version + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return None
+        return int(self.session.scalar(select(Job.lease_epoch).where(Job.id == job_id)) or 0)
+
+    def renew(self, job_id: str, epoch: int, until: datetime) -> bool:
+        """Extend our lease; False means it was lost."""
+        result = self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_epoch == epoch)
+            .values(lease_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def fence(self, job_id: str, epoch: int) -> Job:
+        """Row-lock the job and check we still hold its lease (raises LeaseLost)."""
+        result = self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_epoch == epoch)
+            .values(version=Job.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise LeaseLost(job_id)
+        job = self.session.get(Job, job_id, populate_existing=True)
+        assert job is not None
+        return job
+
+    def transition(self, job: Job, new: JobState, epoch: int) -> None:
+        """Compare-and-swap the job's state under our lease (SPEC §5.2)."""
+        old = JobState(job.state)
+        check_job_transition(old, new)
+        result = self.session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == old, Job.lease_epoch == epoch)
+            .values(state=new, version=Job.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise LeaseLost(job.id)
+        job.state = new

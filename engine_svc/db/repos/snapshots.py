@@ -1,0 +1,63 @@
+"""Snapshots of VMs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from engine_svc.db.models import Snapshot
+from engine_svc.domain import SnapshotType
+
+
+class SnapshotRepository:
+    """Snapshot rows."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, snapshot_id: str, *, for_update: bool = False) -> Snapshot | None:
+        """The snapshot, or None."""
+        stmt = select(Snapshot).where(Snapshot.id == snapshot_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalar(stmt)
+
+    def of_vm(self, vm_id: str) -> Sequence[Snapshot]:
+        """The VM's snapshots by (created_at, id)."""
+        return self.session.scalars(
+            select(Snapshot)
+            .where(Snapshot.vm_id == vm_id)
+            .order_by(Snapshot.created_at, Snapshot.id)
+        ).all()
+
+    def active_of(self, vm_id: str) -> Snapshot:
+        """The VM's ACTIVE snapshot (INV-1: exactly one)."""
+        return self.session.scalars(
+            select(Snapshot).where(Snapshot.vm_id == vm_id, Snapshot.type == SnapshotType.ACTIVE)
+        ).one()
+
+    def preview_of(self, vm_id: str) -> Snapshot | None:
+        """The VM's PREVIEW snapshot, if it is in preview."""
+        return self.session.scalar(
+            select(Snapshot).where(Snapshot.vm_id == vm_id, Snapshot.type == SnapshotType.PREVIEW)
+        )
+
+    def add(self, snapshot: Snapshot) -> None:
+        """Insert a snapshot row."""
+        self.session.add(snapshot)
+
+    def delete(self, snapshot: Snapshot) -> None:
+        """Delete a snapshot row."""
+        self.session.delete(snapshot)
+
+    def set_status(self, snapshot_id: str, status: str, *, expected: str) -> bool:
+        """Compare-and-swap a snapshot's status."""
+        result = self.session.execute(
+            update(Snapshot)
+            .where(Snapshot.id == snapshot_id, Snapshot.status == expected)
+            .values(status=status)
+            .execution_options(synchronize_session="fetch")
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,148 @@
+"""Volumes: the trees of every disk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from engine_svc.db.models import Snapshot, Volume
+from engine_svc.domain import SnapshotType
+
+
+class VolumeRepository:
+    """Volume rows."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, volume_id: str) -> Volume | None:
+        """The volume, or None."""
+        return self.session.get(Volume, volume_id)
+
+    def get_many(self, volume_ids: Iterable[str]) -> dict[str, Volume]:
+        """The volumes that exist among ``volume_ids``, by id."""
+        ids = sorted(set(volume_ids))
+        if not ids:
+            return {}
+        return {v.id: v for v in self.session.scalars(select(Volume).where(Volume.id.in_(ids)))}
+
+    def of_disk(self, disk_id: str, *, include_garbage: bool = True) -> Sequence[Volume]:
+        """The disk's volumes, oldest first."""
+        stmt = select(Volume).where(Volume.disk_id == disk_id)
+        if not include_garbage:
+            stmt = stmt.where(Volume.pending_delete.is_(False))
+        return self.session.scalars(stmt.order_by(Volume.created_at, Volume.id)).all()
+
+    def of_disks(self, disk_ids: Iterable[str]) -> Sequence[Volume]:
+        """Non-garbage volumes of several disks."""
+        ids = sorted(set(disk_ids))
+        if not ids:
+            return []
+        return self.session.scalars(
+            select(Volume)
+            .where(Volume.disk_id.in_(ids), Volume.pending_delete.is_(False))
+            .order_by(Volume.created_at, Volume.id)
+        ).all()
+
+    def heads(self, disk_ids: Iterable[str]) -> dict[str, Volume]:
+        """The head (active, non-garbage volume) of each disk, by disk id."""
+        ids = sorted(set(disk_ids))
+        if not ids:
+            return {}
+        rows = self.session.scalars(
+            select(Volume).where(
+                Volume.disk_id.in_(ids),
+                Volume.active.is_(True),
+                Volume.pending_delete.is_(False),
+            )
+        )
+        return {v.disk_id: v for v in rows}
+
+    def owned_by(self, snapshot_id: str) -> Sequence[Volume]:
+        """The volumes a snapshot owns."""
+        return self.session.scalars(
+            select(Volume).where(Volume.owner_snapshot_id == snapshot_id).order_by(Volume.disk_id)
+        ).all()
+
+    def all(self) -> Sequence[Volume]:
+        """Every volume row (consistency checks)."""
+        return self.session.scalars(
+            select(Volume).order_by(Volume.disk_id, Volume.created_at)
+        ).all()
+
+    def add(self, volume: Volume) -> None:
+        """Insert a volume row."""
+        self.session.add(volume)
+
+    def delete(self, volume: Volume) -> None:
+        """Delete a volume row."""
+        self.session.delete(volume)
+
+    def set_status(self, volume_ids: Iterable[str], status: str, *, expected: str) -> int:
+        """Compare-and-swap the status of volumes; returns how many changed."""
+        ids = sorted(set(volume_ids))
+        if not ids:
+            return 0
+        result = self.session.execute(
+            update(Volume)
+            .where(Volume.id.in_(ids), Volume.status == expected)
+            .values(status=status)
+            .execution_options(synchronize_session="fetch")
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def garbage(self) -> Sequence[Volume]:
+        """Garbage volumes, newest first (leaves tend to be newer)."""
+        return self.session.scalars(
+            select(Volume)
+            .where(Volume.pending_delete.is_(True))
+            .order_by(Volume.created_at.desc(), Volume.id)
+        ).all()
+
+    def children(self, volume_id: str) -> Sequence[Volume]:
+        """Volumes (garbage included) whose parent is ``volume_id``."""
+        return self.session.scalars(select(Volume).where(Volume.parent_id == volume_id)).all()
+
+    def history_vm_ids(self, disk_id: str) -> set[str]:
+        """VMs whose snapshots own the disk's non-head, non-garbage volumes (its history VM)."""
+        rows = self.session.scalars(
+            select(Snapshot.vm_id)
+            .join(Volume, Volume.owner_snapshot_id == Snapshot.id)
+            .where(
+                Volume.disk_id == disk_id,
+                Volume.active.is_(False),
+                Volume.pending_delete.is_(False),
+            )
+            .distinct()
+        )
+        return set(rows)
+
+    def history_disk_ids(self, vm_id: str) -> set[str]:
+        """Disks whose history VM is ``vm_id`` (its snapshots own their non-head volumes)."""
+        rows = self.session.scalars(
+            select(Volume.disk_id)
+            .join(Snapshot, Volume.owner_snapshot_id == Snapshot.id)
+            .where(
+                Snapshot.vm_id == vm_id,
+                Volume.active.is_(False),
+                Volume.pending_delete.is_(False),
+            )
+            .distinct()
+        )
+        return set(rows)
+
+    def has_regular_owner(self, disk_id: str) -> bool:
+        """True if a REGULAR snapshot owns any non-garbage volume of the disk."""
+        row = self.session.scalar(
+            select(Volume.id)
+            .join(Snapshot, Volume.owner_snapshot_id == Snapshot.id)
+            .where(
+                Volume.disk_id == disk_id,
+                Volume.pending_delete.is_(False),
+                Snapshot.type == SnapshotType.REGULAR,
+            )
+            .limit(1)
+        )
+        return row is not None

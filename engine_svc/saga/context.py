@@ -1,0 +1,58 @@
+"""What a running job needs: the database, the agents, settings and its lease."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from engine_svc.agents.client import AgentClient
+from engine_svc.config import EngineSettings
+from engine_svc.db.models import Host, Job, JobStep
+from engine_svc.db.repos import Repositories
+from engine_svc.db.repos.hosts import host_is_up
+from engine_svc.db.uow import Database
+from engine_svc.domain import StepKind, utcnow
+
+
+@dataclass
+class JobContext:
+    """One claimed job: every write goes through ``tx()``, which checks the lease."""
+
+    db: Database
+    agents: AgentClient
+    settings: EngineSettings
+    job_id: str
+    epoch: int
+    stopping: threading.Event
+
+    @contextmanager
+    def tx(self) -> Iterator[tuple[Repositories, Job]]:
+        """A transaction that first row-locks the job and proves we still hold its lease."""
+        with self.db.transaction() as tx:
+            job = tx.jobs.fence(self.job_id, self.epoch)
+            yield tx, job
+
+    def host_for_step(self, tx: Repositories, step: JobStep) -> Host | None:
+        """The UP host to run a step on: its own host for INIT_DOMAIN (the domain is not
+        served yet), otherwise any UP host serving the step's domain, preferring its own."""
+        if step.kind == StepKind.INIT_DOMAIN:
+            host = tx.hosts.get(step.host_id or "")
+            if host is not None and host_is_up(host, utcnow(), self.settings.heartbeat_interval):
+                return host
+            return None
+        return self.up_host_for(tx, step.domain_id or "", step.host_id)
+
+    def up_host_for(self, tx: Repositories, domain_id: str, preferred: str | None) -> Host | None:
+        """The preferred host if UP and serving the domain, else another UP host serving it."""
+        now = utcnow()
+        candidates = [
+            h
+            for _, h in tx.hosts.serving(domain_id)
+            if host_is_up(h, now, self.settings.heartbeat_interval)
+        ]
+        for host in candidates:
+            if host.id == preferred:
+                return host
+        return candidates[0] if candidates else None

@@ -1,0 +1,135 @@
+"""Pieces every flow uses: start, finish, parallel steps, undoing a created volume."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from engine_svc.db.models import Job, JobStep, Volume
+from engine_svc.db.repos import Repositories
+from engine_svc.domain import JobState, StepKind, StepState, VolumeStatus, utcnow
+from engine_svc.saga.context import JobContext
+from engine_svc.saga.steps import StepResult, StepRunner
+
+
+def start(ctx: JobContext) -> JobState:
+    """PENDING → RUNNING on first claim; returns the job's state."""
+    with ctx.tx() as (tx, job):
+        if job.state == JobState.PENDING:
+            tx.jobs.transition(job, JobState.RUNNING, ctx.epoch)
+            job.started_at = utcnow()
+        return JobState(job.state)
+
+
+def finish(
+    tx: Repositories,
+    job: Job,
+    state: JobState,
+    epoch: int,
+    *,
+    error: dict[str, Any] | None = None,
+) -> None:
+    """The terminal transition with the release of every lock row, in the caller's transaction."""
+    tx.jobs.transition(job, state, epoch)
+    job.ended_at = utcnow()
+    job.progress = 100
+    job.error = error
+    job.lease_owner = None
+    job.lease_expires_at = None
+    tx.locks.release_job(job.id)
+
+
+def set_outcome(job: Job, disk_id: str, **fields: Any) -> None:
+    """Insert or update the outcome entry of one disk (outcomes are a JSON list)."""
+    outcomes = [dict(o) for o in job.outcomes]
+    for entry in outcomes:
+        if entry["disk_id"] == disk_id:
+            entry.update(fields)
+            break
+    else:
+        base = {"disk_id": disk_id, "disk_alias": "", "volume_ids": [], "reason": "", "message": ""}
+        outcomes.append({**base, **fields})
+    job.outcomes = sorted(outcomes, key=lambda o: str(o["disk_id"]))
+
+
+def update_progress(ctx: JobContext) -> None:
+    """Job progress = share of steps that reached a terminal state."""
+    with ctx.tx() as (tx, job):
+        steps = tx.jobs.steps(job.id)
+        if steps:
+            done = sum(1 for s in steps if s.state not in (StepState.PLANNED, StepState.STARTED))
+            job.progress = min(99, int(100 * done / len(steps)))
+
+
+def run_parallel(
+    ctx: JobContext, items: Iterable[int], fn: Callable[[int], StepResult]
+) -> dict[int, StepResult]:
+    """Run ``fn(seq)`` for every seq, at most ``max_parallel_disks`` at a time."""
+    seqs = list(items)
+    if not seqs:
+        return {}
+    with ThreadPoolExecutor(max_workers=ctx.settings.max_parallel_disks) as pool:
+        futures = {seq: pool.submit(fn, seq) for seq in seqs}
+        return {seq: f.result() for seq, f in futures.items()}
+
+
+def undo_step_for(tx: Repositories, job: Job, original: JobStep) -> JobStep:
+    """The compensation step of ``original`` (created on first use, op_id ``…:undo``)."""
+    for step in tx.jobs.steps(job.id):
+        if step.compensates == original.seq:
+            return step
+    seq = max(s.seq for s in tx.jobs.steps(job.id)) + 1
+    undo = JobStep(
+        job_id=job.id,
+        seq=seq,
+        kind=StepKind.DELETE_VOLUME,
+        disk_id=original.disk_id,
+        domain_id=original.domain_id,
+        host_id=original.host_id,
+        volume_ids=list(original.volume_ids[:1]),
+        params={},
+        op_id=f"{original.op_id}:undo",
+        state=StepState.PLANNED,
+        attempts=0,
+        progress=0,
+        error=None,
+        compensates=original.seq,
+        result=None,
+        started_at=None,
+        ended_at=None,
+    )
+    tx.jobs.add_step(undo)
+    return undo
+
+
+def undo_created_volume(ctx: JobContext, seq: int) -> bool:
+    """Delete the volume step ``seq`` created (tolerates "never happened").
+
+    Returns True when storage confirms the volume is gone. The caller then removes the row;
+    otherwise it turns the row into garbage for the reaper (SPEC §5.6).
+    """
+    with ctx.tx() as (tx, job):
+        original = tx.jobs.step(job.id, seq)
+        if original.state == StepState.COMPENSATED:
+            return True
+        undo_seq = undo_step_for(tx, job, original).seq
+    result = StepRunner(ctx).run(undo_seq, deadline=None, budget=ctx.settings.compensation_budget)
+    with ctx.tx() as (tx, job):
+        original = tx.jobs.step(job.id, seq)
+        if original.state != StepState.COMPENSATED:
+            original.state = StepState.COMPENSATED
+    return result.ok
+
+
+def drop_or_garbage(tx: Repositories, volume: Volume | None, *, deleted: bool) -> None:
+    """Remove a compensated volume's row, or keep it as garbage if storage may still hold it."""
+    if volume is None:
+        return
+    if deleted:
+        tx.volumes.delete(volume)
+        return
+    volume.pending_delete = True
+    volume.status = VolumeStatus.ILLEGAL
+    volume.owner_snapshot_id = None
+    volume.active = False

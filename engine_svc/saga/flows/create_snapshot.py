@@ -1,0 +1,149 @@
+"""CreateSnapshot flow (SPEC §3.1): overlays per disk, per-disk compensation, finalize.
+
+prepare   every selected disk's CREATE_VOLUME step runs in parallel; a disk whose step
+          fails for good is compensated at once (its overlay deleted, its head OK again).
+finalize  one transaction: the surviving disks' heads move to the snapshot and their
+          overlays become heads; the job ends SUCCEEDED or SUCCEEDED_PARTIAL.
+rollback  when every disk failed, or atomic=true and one did: COMPENSATING, undo the rest,
+          delete the snapshot, FAILED. The state equals the state before the request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine_svc.domain import DiskOutcome, JobState, SnapshotStatus, StepState, VolumeStatus
+from engine_svc.saga.context import JobContext
+from engine_svc.saga.flows.common import (
+    drop_or_garbage,
+    finish,
+    run_parallel,
+    set_outcome,
+    start,
+    undo_created_volume,
+    update_progress,
+)
+from engine_svc.saga.steps import StepResult, StepRunner
+from engine_svc.snapshot_config import restrict
+
+
+def run(ctx: JobContext) -> None:
+    """Drive a CreateSnapshot job from whatever state it is in to a terminal one."""
+    state = start(ctx)
+    if state is JobState.RUNNING:
+        _prepare(ctx)
+        state = _finalize(ctx)
+    if state is JobState.COMPENSATING:
+        _rollback(ctx)
+
+
+def _plan(ctx: JobContext) -> tuple[dict[str, Any], Any]:
+    with ctx.tx() as (_tx, job):
+        return dict(job.params), job.prepare_deadline
+
+
+def _prepare(ctx: JobContext) -> None:
+    params, deadline = _plan(ctx)
+    entries = {int(e["seq"]): e for e in params["disks"]}
+
+    def one_disk(seq: int) -> StepResult:
+        result = StepRunner(ctx).run(seq, deadline=deadline)
+        if not result.ok:
+            _compensate_disk(ctx, entries[seq])
+        update_progress(ctx)
+        return result
+
+    with ctx.tx() as (tx, job):
+        pending = [
+            s.seq
+            for s in tx.jobs.steps(job.id)
+            if s.seq in entries and s.state != StepState.COMPENSATED
+        ]
+    run_parallel(ctx, pending, one_disk)
+
+
+def _compensate_disk(ctx: JobContext, entry: dict[str, Any]) -> None:
+    deleted = undo_created_volume(ctx, int(entry["seq"]))
+    with ctx.tx() as (tx, _job):
+        drop_or_garbage(tx, tx.volumes.get(entry["volume_id"]), deleted=deleted)
+        head = tx.volumes.get(entry["head_id"])
+        if head is not None and head.status == VolumeStatus.LOCKED:
+            head.status = VolumeStatus.OK
+
+
+def _finalize(ctx: JobContext) -> JobState:
+    with ctx.tx() as (tx, job):
+        params = job.params
+        steps = {s.seq: s for s in tx.jobs.steps(job.id)}
+        entries = params["disks"]
+        ok = [e for e in entries if steps[int(e["seq"])].state == StepState.DONE]
+        failed = [e for e in entries if e not in ok]
+        if not ok or (failed and params["atomic"]):
+            tx.jobs.transition(job, JobState.COMPENSATING, ctx.epoch)
+            first = next(
+                (steps[int(e["seq"])].error for e in failed if steps[int(e["seq"])].error), None
+            )
+            job.error = first
+            return JobState.COMPENSATING
+        snapshot = tx.snapshots.get(params["snapshot_id"])
+        assert snapshot is not None and snapshot.config is not None
+        volumes = tx.volumes.get_many([e["head_id"] for e in ok] + [e["volume_id"] for e in ok])
+        disks = tx.disks.get_many(e["disk_id"] for e in entries)
+        for e in ok:
+            head, overlay = volumes[e["head_id"]], volumes[e["volume_id"]]
+            head.owner_snapshot_id = snapshot.id
+            head.active = False
+            head.status = VolumeStatus.OK
+            overlay.active = True
+            overlay.status = VolumeStatus.OK
+            result = steps[int(e["seq"])].result or {}
+            if result.get("volume"):
+                overlay.actual_size = int(result["volume"]["actual_size"])
+            set_outcome(
+                job,
+                e["disk_id"],
+                disk_alias=disks[e["disk_id"]].alias,
+                volume_ids=[e["head_id"]],
+                outcome=DiskOutcome.SNAPSHOTTED,
+            )
+        for e in failed:
+            error = steps[int(e["seq"])].error or {}
+            set_outcome(
+                job,
+                e["disk_id"],
+                disk_alias=disks[e["disk_id"]].alias,
+                outcome=DiskOutcome.FAILED_EXCLUDED,
+                reason=error.get("reason", ""),
+                message=error.get("message", ""),
+            )
+        snapshot.config = restrict(snapshot.config, [e["disk_id"] for e in ok])
+        snapshot.status = SnapshotStatus.OK
+        final = JobState.SUCCEEDED_PARTIAL if failed else JobState.SUCCEEDED
+        finish(tx, job, final, ctx.epoch)
+        return final
+
+
+def _rollback(ctx: JobContext) -> None:
+    params, _deadline = _plan(ctx)
+    with ctx.tx() as (tx, job):
+        steps = {s.seq: s for s in tx.jobs.steps(job.id)}
+    to_undo = [e for e in params["disks"] if steps[int(e["seq"])].state != StepState.COMPENSATED]
+    for entry in to_undo:
+        _compensate_disk(ctx, entry)
+    with ctx.tx() as (tx, job):
+        steps = {s.seq: s for s in tx.jobs.steps(job.id)}
+        disks = tx.disks.get_many(e["disk_id"] for e in params["disks"])
+        for e in params["disks"]:
+            error = steps[int(e["seq"])].error or {}
+            set_outcome(
+                job,
+                e["disk_id"],
+                disk_alias=disks[e["disk_id"]].alias if e["disk_id"] in disks else "",
+                outcome=DiskOutcome.ROLLED_BACK,
+                reason=error.get("reason", ""),
+                message=error.get("message", ""),
+            )
+        snapshot = tx.snapshots.get(params["snapshot_id"])
+        if snapshot is not None:
+            tx.snapshots.delete(snapshot)
+        finish(tx, job, JobState.FAILED, ctx.epoch, error=job.error)

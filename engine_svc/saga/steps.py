@@ -1,0 +1,286 @@
+"""Executing one step against an agent: record intent, call, retry, record the result.
+
+A step is committed as STARTED before the agent is called (SPEC §5.4), so after a crash it
+is re-issued with the same op_id and the agent returns the first outcome. Transient failures
+are retried with exponential backoff and full jitter until the transient budget or the job's
+prepare deadline runs out (SPEC §5.5); permanent failures fail the step at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import grpc
+
+from engine_svc.agents.client import AgentCallError, AgentFailure, AgentOperation, OpState
+from engine_svc.db.models import JobStep
+from engine_svc.domain import StepKind, StepState, check_step_transition, utcnow
+from engine_svc.saga.context import JobContext
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.5
+BACKOFF_CAP = 30.0
+LONG_POLL_START = 1.0
+LONG_POLL_CAP = 5.0
+
+JOB_REASON_BY_KIND = {
+    StepKind.CREATE_VOLUME: "VOLUME_CREATION_ERROR",
+    StepKind.DELETE_VOLUME: "VOLUME_DELETION_ERROR",
+    StepKind.MERGE_VOLUMES: "MERGE_ERROR",
+    StepKind.REBASE_VOLUME: "MERGE_ERROR",
+    StepKind.SAVE_MEMORY: "MEMORY_SAVE_ERROR",
+    StepKind.DELETE_MEMORY: "VOLUME_DELETION_ERROR",
+    StepKind.INIT_DOMAIN: "DOMAIN_CREATION_ERROR",
+}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How a step ended."""
+
+    ok: bool
+    operation: AgentOperation | None = None
+    error: dict[str, object] | None = None
+
+    @property
+    def base_modified(self) -> bool:
+        """For merges: the agent reported that base's data changed."""
+        return self.operation is not None and self.operation.base_modified
+
+
+def step_error(reason: str, message: str, cause: AgentFailure | None = None) -> dict[str, object]:
+    """A job-level error document (SPEC §4 job-level reasons)."""
+    error: dict[str, object] = {"reason": reason, "message": message, "metadata": {}}
+    if cause is not None:
+        error["cause"] = cause.as_cause()
+    return error
+
+
+class StepRunner:
+    """Drives single steps of a job to DONE or FAILED."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+
+    def run(
+        self, seq: int, *, deadline: datetime | None, budget: timedelta | None = None
+    ) -> StepResult:
+        """Run step ``seq`` (PLANNED or STARTED) until it is DONE or FAILED.
+
+        ``budget`` bounds consecutive transient failures (default: the transient budget;
+        compensations pass the compensation budget).
+        """
+        with self.ctx.tx() as (tx, _job):
+            step = tx.jobs.step(self.ctx.job_id, seq)
+            state = StepState(step.state)
+            if state is StepState.DONE:
+                return StepResult(True)
+            if state is StepState.FAILED:
+                return StepResult(False, error=step.error)
+            if state is StepState.PLANNED:
+                check_step_transition(state, StepState.STARTED)
+                step.state = StepState.STARTED
+                step.started_at = utcnow()
+            step.attempts += 1
+        return self._drive(seq, deadline, budget or self.ctx.settings.transient_budget)
+
+    def _drive(self, seq: int, deadline: datetime | None, budget_td: timedelta) -> StepResult:
+        ctx = self.ctx
+        budget = budget_td.total_seconds()
+        first_failure: float | None = None
+        delay = BACKOFF_START
+        last: AgentFailure | None = None
+        while True:
+            if ctx.stopping.is_set():
+                raise EngineStopping()
+            if deadline is not None and utcnow() >= deadline:
+                return self._fail(seq, "STEP_DEADLINE_EXCEEDED", "the job's deadline passed", last)
+            with ctx.tx() as (tx, _job):
+                step = tx.jobs.step(ctx.job_id, seq)
+                host = ctx.host_for_step(tx, step)
+                if host is not None and host.id != step.host_id:
+                    step.host_id = host.id
+                address = host.address if host is not None else None
+                snapshot = _StepCall.of(step)
+            try:
+                if address is None:
+                    raise AgentCallError(
+                        AgentFailure(
+                            grpc.StatusCode.UNAVAILABLE,
+                            "AGENT_UNAVAILABLE",
+                            f"no UP host serves domain {snapshot.domain_id}",
+                        )
+                    )
+                op = self._call(address, snapshot, seq)
+            except AgentCallError as exc:
+                failure = exc.failure
+                if (
+                    snapshot.kind is StepKind.DELETE_VOLUME
+                    and failure.code is grpc.StatusCode.NOT_FOUND
+                ):
+                    return self._done(seq, None)
+                if not failure.transient:
+                    return self._fail(
+                        seq, JOB_REASON_BY_KIND[snapshot.kind], failure.message, failure
+                    )
+                last = failure
+                now = time.monotonic()
+                first_failure = first_failure or now
+                if now - first_failure >= budget:
+                    return self._fail(seq, "AGENT_UNAVAILABLE", failure.message, failure)
+                log.info(
+                    "step %s:%s transient failure (%s); retrying", ctx.job_id, seq, failure.reason
+                )
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            if op.state is OpState.DONE:
+                return self._done(seq, op)
+            assert op.error is not None or op.state is OpState.ABORTED
+            failure = op.error or AgentFailure(
+                grpc.StatusCode.ABORTED, "ABORTED", "operation aborted"
+            )
+            if failure.transient and op.state is OpState.FAILED:
+                last = failure
+                first_failure = first_failure or time.monotonic()
+                if time.monotonic() - first_failure < budget:
+                    time.sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, BACKOFF_CAP)
+                    continue
+            return self._fail(seq, JOB_REASON_BY_KIND[snapshot.kind], failure.message, failure, op)
+
+    def _call(self, address: str, call: _StepCall, seq: int) -> AgentOperation:
+        agents = self.ctx.agents
+        kind = call.kind
+        if kind is StepKind.CREATE_VOLUME:
+            return agents.create_volume(
+                address,
+                call.op_id,
+                call.domain_id,
+                call.disk_id,
+                call.volume_ids[0],
+                parent_id=call.params.get("parent_id"),
+                virtual_size=int(call.params.get("virtual_size", 0)),
+                fmt=str(call.params.get("format", "COW")),
+            )
+        if kind is StepKind.DELETE_VOLUME:
+            return agents.delete_volume(
+                address, call.op_id, call.domain_id, call.disk_id, call.volume_ids[0]
+            )
+        if kind is StepKind.INIT_DOMAIN:
+            return agents.init_domain(address, call.op_id, call.domain_id, call.params["name"])
+        if kind is StepKind.MERGE_VOLUMES:
+            op = agents.merge_volumes(
+                address,
+                call.op_id,
+                call.domain_id,
+                call.disk_id,
+                call.volume_ids[0],
+                call.volume_ids[1],
+                call.params.get("base_parent_id"),
+            )
+            return self._poll(address, op, seq)
+        if kind is StepKind.REBASE_VOLUME:
+            op = agents.rebase_volume(
+                address,
+                call.op_id,
+                call.domain_id,
+                call.disk_id,
+                call.volume_ids[0],
+                call.params.get("new_parent_id"),
+            )
+            return self._poll(address, op, seq)
+        raise NotImplementedError(f"step kind {kind} is not executable in v1")
+
+    def _poll(self, address: str, op: AgentOperation, seq: int) -> AgentOperation:
+        interval = LONG_POLL_START
+        last_progress = -1
+        while not op.terminal:
+            if self.ctx.stopping.is_set():
+                raise EngineStopping()
+            time.sleep(interval)
+            interval = min(interval * 1.5, LONG_POLL_CAP)
+            op = self.ctx.agents.get_operation(address, op.op_id)
+            if op.progress != last_progress:
+                last_progress = op.progress
+                self._record_progress(seq, op.progress)
+        return op
+
+    def _record_progress(self, seq: int, progress: int) -> None:
+        with self.ctx.tx() as (tx, _job):
+            tx.jobs.step(self.ctx.job_id, seq).progress = progress
+
+    def _done(self, seq: int, op: AgentOperation | None) -> StepResult:
+        with self.ctx.tx() as (tx, _job):
+            step = tx.jobs.step(self.ctx.job_id, seq)
+            check_step_transition(StepState(step.state), StepState.DONE)
+            step.state = StepState.DONE
+            step.progress = 100
+            step.ended_at = utcnow()
+            if op is not None:
+                step.result = {
+                    "already_absent": op.already_absent,
+                    "direction": op.direction,
+                    "base_modified": op.base_modified,
+                    "domain_free_bytes": op.domain_free_bytes,
+                    "domain_total_bytes": op.domain_total_bytes,
+                    "volume": None
+                    if op.volume is None
+                    else {
+                        "parent_id": op.volume.parent_id,
+                        "format": op.volume.format,
+                        "virtual_size": op.volume.virtual_size,
+                        "actual_size": op.volume.actual_size,
+                    },
+                }
+        return StepResult(True, op)
+
+    def _fail(
+        self,
+        seq: int,
+        reason: str,
+        message: str,
+        cause: AgentFailure | None,
+        op: AgentOperation | None = None,
+    ) -> StepResult:
+        with self.ctx.tx() as (tx, _job):
+            step = tx.jobs.step(self.ctx.job_id, seq)
+            error = step_error(reason, message, cause)
+            check_step_transition(StepState(step.state), StepState.FAILED)
+            step.state = StepState.FAILED
+            step.error = error
+            step.ended_at = utcnow()
+            if op is not None:
+                step.result = {"base_modified": op.base_modified, "direction": op.direction}
+        log.warning("step %s:%s failed: %s %s", self.ctx.job_id, seq, reason, message)
+        return StepResult(False, op, error)
+
+
+class EngineStopping(Exception):
+    """The engine is shutting down; the job stays claimed until its lease expires."""
+
+
+@dataclass(frozen=True)
+class _StepCall:
+    kind: StepKind
+    op_id: str
+    domain_id: str
+    disk_id: str
+    volume_ids: list[str]
+    params: dict[str, str]
+
+    @classmethod
+    def of(cls, step: JobStep) -> _StepCall:
+        return cls(
+            kind=StepKind(step.kind),
+            op_id=step.op_id,
+            domain_id=step.domain_id or "",
+            disk_id=step.disk_id or "",
+            volume_ids=list(step.volume_ids),
+            params=dict(step.params),
+        )

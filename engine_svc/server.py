@@ -1,0 +1,187 @@
+"""The engine gRPC server: ``create_server(settings) -> (server, port)`` and ``serve()``."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from disksnap.engine.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    snapshots_pb2,
+    snapshots_pb2_grpc,
+)
+from engine_svc.agents.client import GrpcAgentClient
+from engine_svc.app import EngineApp
+from engine_svc.auth import TokenAuthInterceptor, load_tokens
+from engine_svc.config import EngineSettings
+from engine_svc.db.migrate import upgrade
+from engine_svc.db.session import make_engine
+from engine_svc.db.uow import Database
+from engine_svc.saga.reaper import Reaper
+from engine_svc.saga.runner import JobRunner
+from engine_svc.servicers.admin import AdminServicer
+from engine_svc.servicers.inventory import InventoryServicer
+from engine_svc.servicers.jobs import JobServicer
+from engine_svc.servicers.registry import RegistryServicer
+from engine_svc.servicers.snapshots import SnapshotServicer
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 4 * 1024 * 1024
+SERVICE_NAMES = (
+    inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
+    snapshots_pb2.DESCRIPTOR.services_by_name["SnapshotService"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    registry_pb2.DESCRIPTOR.services_by_name["AgentRegistryService"].full_name,
+)
+
+
+@dataclass
+class RunningEngine:
+    """A started engine: its servers, ports and application."""
+
+    server: grpc.Server
+    port: int
+    health_server: grpc.Server | None
+    health_port: int | None
+    health: health.HealthServicer
+    app: EngineApp
+    reaper: Reaper
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop serving and let running jobs reach a step boundary."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0)
+        self.reaper.stop()
+        self.app.runner.stop()
+        if isinstance(self.app.agents, GrpcAgentClient):
+            self.app.agents.close()
+        self.app.db.engine.dispose()
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_server(settings: EngineSettings, *, migrate: bool = False) -> RunningEngine:
+    """Build and start the engine; returns it with the bound port (``:0`` picks one)."""
+    tokens = load_tokens(settings.auth_token_file) if settings.auth_token_file else None
+    if tokens is None and not settings.insecure_allow_remote and not _is_loopback(settings.listen):
+        raise SystemExit(
+            f"refusing to listen on {settings.listen} without authentication; "
+            "configure --auth-token-file or pass --insecure-allow-remote"
+        )
+    if migrate:
+        upgrade(settings.db_url)
+    db = Database(make_engine(settings.db_url))
+    agents = GrpcAgentClient(timeout=settings.agent_timeout.total_seconds(), tls=settings.agent_tls)
+    runner = JobRunner(db, agents, settings)
+    reaper = Reaper(db, agents, settings)
+    app = EngineApp(db, agents, settings, runner)
+
+    interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+    ]
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
+        interceptors=interceptors,
+        options=options,
+    )
+    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(app), server)
+    snapshots_pb2_grpc.add_SnapshotServiceServicer_to_server(SnapshotServicer(app), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(app), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(app), server)
+    registry_pb2_grpc.add_AgentRegistryServiceServicer_to_server(RegistryServicer(app), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    if settings.tls_cert and settings.tls_key:
+        creds = grpc.ssl_server_credentials(
+            [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+            root_certificates=settings.tls_ca.read_bytes() if settings.tls_ca else None,
+            require_client_auth=False,
+        )
+        port = server.add_secure_port(settings.listen, creds)
+    else:
+        port = server.add_insecure_port(settings.listen)
+
+    health_server = None
+    health_port = None
+    if settings.health_listen:
+        health_server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(settings.health_listen)
+        health_server.start()
+    runner.start()
+    reaper.start()
+    server.start()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningEngine(server, port, health_server, health_port, health_servicer, app, reaper)
+
+
+def _write_ready_file(path: Path, engine: RunningEngine, settings: EngineSettings) -> None:
+    host = settings.listen.rsplit(":", 1)[0]
+    health_address = None
+    if settings.health_listen and engine.health_port is not None:
+        health_address = f"{settings.health_listen.rsplit(':', 1)[0]}:{engine.health_port}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(
+            {
+                "address": f"{host}:{engine.port}",
+                "health_address": health_address,
+                "pid": os.getpid(),
+            }
+        )
+    )
+    tmp.replace(path)
+
+
+def serve(settings: EngineSettings, *, migrate: bool) -> None:
+    """Run the engine until SIGTERM or SIGINT."""
+    engine = create_server(settings, migrate=migrate)
+    log.info("engine %s listening on port %s", engine.app.runner.owner, engine.port)
+    if settings.ready_file:
+        _write_ready_file(settings.ready_file, engine, settings)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    engine.stop()

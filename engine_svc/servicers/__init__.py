@@ -1,0 +1,1 @@
+"""gRPC servicers: proto in, proto out, nothing else (logic lives in commands and queries)."""

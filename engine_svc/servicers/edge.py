@@ -1,0 +1,61 @@
+"""The one place engine errors become gRPC statuses."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from engine_svc.errors import EngineError, InternalError, to_status
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(method: F) -> F:
+    """Wrap a unary servicer method: EngineError → its status, anything else → ENGINE_ERROR."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except EngineError as err:
+            context.abort_with_status(to_status(err))
+        except Exception as exc:
+            log.exception("%s failed", method.__name__)
+            context.abort_with_status(
+                to_status(InternalError("ENGINE_ERROR", f"internal error: {type(exc).__name__}"))
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stream_rpc(method: F) -> F:
+    """The same mapping for server-streaming methods."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from method(self, request, context)
+        except EngineError as err:
+            context.abort_with_status(to_status(err))
+        except Exception as exc:
+            log.exception("%s failed", method.__name__)
+            context.abort_with_status(
+                to_status(InternalError("ENGINE_ERROR", f"internal error: {type(exc).__name__}"))
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+def peer_dns_name(context: grpc.ServicerContext) -> str | None:
+    """The DNS SAN of the client certificate, or None without mTLS."""
+    auth = context.auth_context()
+    names = auth.get("x509_subject_alternative_name") or auth.get("x509_common_name")
+    if not names:
+        return None
+    return bytes(names[0]).decode()
