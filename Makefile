@@ -38,6 +38,10 @@ protos: $(STAMP)
 demo: setup
 	$(BIN)/disksnap demo
 
+## The embedded server (engine on SQLite + one local agent) on 127.0.0.1:7700.
+run: setup
+	$(BIN)/disksnap server
+
 bench: setup
 	$(PY) bench/agent_bench.py
 
