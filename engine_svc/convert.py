@@ -6,6 +6,7 @@ flows never import generated code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from disksnap.engine.v1 import common_pb2, inventory_pb2, snapshots_pb2
 from engine_svc.commands.admission import Envelope
+from engine_svc.commands.preview_snapshot import DiskSelection, PreviewSnapshot
 from engine_svc.commands.update_vm import DiskUpdate
 from engine_svc.domain import DiskInterface, DiskKind, Nic, RunState, VmConfig, VolumeFormat
 from engine_svc.errors import invalid_field
@@ -389,4 +391,50 @@ def disk_update_from_proto(attrs: inventory_pb2.DiskAttributes) -> DiskUpdate:
         alias=attrs.alias,
         interface=interface,
         bootable=attrs.bootable,
+    )
+
+
+def preview_from_proto(
+    vm_id: str,
+    config_snapshot_id: str,
+    restore_memory: bool,
+    disks: Iterable[snapshots_pb2.DiskSelection],
+    exclude_disk_ids: Iterable[str],
+    envelope: common_pb2.RequestEnvelope,
+) -> PreviewSnapshot:
+    """A preview request (also the preview half of a restore)."""
+    return PreviewSnapshot(
+        vm_id=vm_id,
+        config_snapshot_id=config_snapshot_id,
+        restore_memory=restore_memory,
+        disks=tuple(
+            DiskSelection(
+                s.disk_id,
+                snapshot_id=s.snapshot_id if s.WhichOneof("source") == "snapshot_id" else "",
+                volume_id=s.volume_id if s.WhichOneof("source") == "volume_id" else "",
+            )
+            for s in disks
+        ),
+        exclude_disk_ids=tuple(exclude_disk_ids),
+        envelope=envelope_from_proto(envelope),
+    )
+
+
+def preview_plan_to_proto(plan: dict[str, Any]) -> snapshots_pb2.PreviewPlan:
+    """A PREVIEW snapshot's stored plan."""
+    return snapshots_pb2.PreviewPlan(
+        config_snapshot_id=plan.get("config_snapshot_id", ""),
+        restore_memory=plan.get("restore_memory", False),
+        entries=[
+            snapshots_pb2.PreviewPlanEntry(
+                disk_id=e["disk_id"],
+                category=_enum(snapshots_pb2.PreviewCategory, "PREVIEW_CATEGORY", e["category"]),
+                chosen_volume_id=e["chosen_volume_id"],
+                source_snapshot_id=e["source_snapshot_id"],
+                overlay_volume_id=e["overlay_volume_id"],
+                pre_preview_head_id=e["pre_preview_head_id"],
+                reattached=e["reattached"],
+            )
+            for e in plan.get("entries", [])
+        ],
     )

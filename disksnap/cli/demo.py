@@ -3,9 +3,8 @@
 A VM with three disks gets data written into its disk files (with qemu-io), a full snapshot
 S1, more data, a single-disk snapshot S2 and more data. A custom preview then combines S1's
 configuration with the ``os`` disk from S2, ``data`` from S1 and ``logs`` as it is now; the
-preview is committed and every disk's contents is checked. Steps the engine does not offer
-yet (``Unimplemented``) are reported as such and skipped; the exit code is 0 only if every
-step that ran verified its data.
+preview is committed and every disk's contents is checked. The exit code is 0 only if every
+step verified its data.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from disksnap.cli import _render as render
 from disksnap.cli._errors import ExitCode
 from disksnap.cli._session import OutputOption, Session, session
 from disksnap.embedded import EmbeddedServer
-from disksnap.errors import DisksnapError, Unimplemented
+from disksnap.errors import DisksnapError
 
 MIB = 1 << 20
 DiskPlan = tuple[tuple[str, int, DiskFormat], ...]
@@ -68,23 +67,18 @@ class _Demo:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def step(self, title: str, action: Callable[[], str | None]) -> bool:
-        """Run one step; returns False if the engine does not offer it yet."""
+    def step(self, title: str, action: Callable[[], str | None]) -> None:
+        """Run one step, narrate it and record its result; a failure ends the demo."""
         self._n += 1
         self.say(Rule(f"[bold]{self._n}. {title}", align="left"))
         try:
             detail = action() or ""
-        except Unimplemented as err:
-            self.say(f"[yellow]⏭  not available yet in this engine[/] ({err.reason})")
-            self.report.steps.append({"step": title, "status": "unavailable", "detail": ""})
-            return False
         except (DemoFailed, DisksnapError) as err:
             self.say(f"[red]✗ {err}[/]")
             self.report.steps.append({"step": title, "status": "failed", "detail": str(err)})
             raise DemoFailed(str(err)) from err
         self.say(f"[green]✓[/] {detail}" if detail else "[green]✓[/]")
         self.report.steps.append({"step": title, "status": "ok", "detail": detail})
-        return True
 
     def say(self, renderable: object) -> None:
         """Print a step's narration or a table (nothing with --output json)."""
@@ -148,18 +142,12 @@ class _Demo:
         self.step("Verify every snapshot volume", self.verify_snapshots)
         self.step("Snapshot table", self.show_snapshots)
         self.step("Change the configuration (4 vCPUs)", self.update_vm)
-        previewed = self.step(
+        self.step(
             "Custom preview: config from S1, os from S2, data from S1, logs current",
             self.preview,
         )
         self.step("The VM and its disk trees", self.show_vm)
-        if previewed:
-            self.step("Commit the preview", self.commit)
-        else:
-            self.say("[yellow]⏭  commit skipped: there is no preview to commit[/]")
-            self.report.steps.append(
-                {"step": "Commit the preview", "status": "unavailable", "detail": "no preview"}
-            )
+        self.step("Commit the preview", self.commit)
         self.step("Consistency check", self.check)
 
     def create_vm(self) -> str:
@@ -271,7 +259,7 @@ def demo(
     """Run the single-disk-snapshot story on a throwaway embedded server.
 
     JSON: {"ok": bool, "data_dir": ..., "steps": [{"step", "status", "detail"}]} where status
-    is ok, unavailable (the engine does not offer it yet) or failed.
+    is ok or failed.
     """
     s = session(ctx, output)
     if shutil.which("qemu-io") is None:
@@ -297,13 +285,10 @@ def demo(
     if s.json:
         s.emit({"ok": report.ok, "data_dir": str(workdir), "steps": report.steps})
     else:
-        unavailable = [x["step"] for x in report.steps if x["status"] == "unavailable"]
         if report.ok:
-            s.out.print("[green bold]Demo finished: every step that ran verified its data.[/]")
+            s.out.print("[green bold]Demo finished: every step verified its data.[/]")
         else:
             s.out.print("[red bold]Demo failed.[/]")
-        if unavailable:
-            s.out.print(f"[yellow]Not available yet in this engine: {', '.join(unavailable)}[/]")
         if data_dir is not None or keep:
             s.out.print(f"data kept in {workdir}")
     if not report.ok:

@@ -142,11 +142,18 @@ def plan_cleanup(
     job: Job,
     retired: Sequence[tuple[Disk, list[Volume]]],
     now: datetime,
+    *,
+    outcome: DiskOutcome = DiskOutcome.DELETED,
+    after_seq: int = 0,
 ) -> tuple[list[dict[str, Any]], list[JobStep]]:
-    """One DELETE_VOLUME step per volume, leaf-first per disk; returns (plan, steps)."""
+    """One DELETE_VOLUME step per volume, leaf-first per disk; returns (plan, steps).
+
+    ``outcome`` is what a disk reports once all its volumes are gone; step numbers start
+    after ``after_seq`` (a job may already have steps).
+    """
     plan: list[dict[str, Any]] = []
     steps: list[JobStep] = []
-    seq = 0
+    seq = after_seq
     for disk, volumes in retired:
         seqs = []
         for volume in volumes:
@@ -169,6 +176,7 @@ def plan_cleanup(
                 "alias": disk.alias,
                 "volume_ids": [v.id for v in volumes],
                 "seqs": seqs,
+                "outcome": outcome,
             }
         )
     return plan, steps
@@ -245,7 +253,7 @@ def remove_disk(db: Database, settings: EngineSettings, cmd: RemoveDisk) -> Job:
         alias = disk.alias
         volumes = retire_disk(tx, disk)
         plan, steps = plan_cleanup(tx, settings, job, [(disk, volumes)], now)
-        job.params = {"disks": plan}
+        job.params = {"cleanup": plan}
         job.result = {"disk_id": disk.id}
         if not steps:
             job.outcomes = [deleted_outcome(disk.id, alias)]

@@ -99,7 +99,7 @@ def remove_vm(db: Database, settings: EngineSettings, cmd: RemoveVm) -> Job:
         tx.session.flush()
 
         plan, steps = plan_cleanup(tx, settings, job, [r for r in retired if r[1]], now)
-        job.params = {"disks": plan}
+        job.params = {"cleanup": plan}
         job.result = {"vm_id": vm.id}
         job.outcomes = [deleted_outcome(d.id, d.alias) for d, volumes in retired if not volumes]
         if not steps:

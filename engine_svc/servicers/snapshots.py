@@ -7,9 +7,13 @@ import grpc
 from disksnap.engine.v1 import snapshots_pb2, snapshots_pb2_grpc
 from engine_svc import convert, queries
 from engine_svc.app import EngineApp
+from engine_svc.commands.commit_preview import CommitPreview, commit_preview
 from engine_svc.commands.create_snapshot import CreateSnapshot, create_snapshot
+from engine_svc.commands.preview_snapshot import preview_snapshot
 from engine_svc.commands.remove_disk_snapshots import RemoveDiskSnapshots, remove_disk_snapshots
 from engine_svc.commands.remove_snapshot import RemoveSnapshot, remove_snapshot
+from engine_svc.commands.restore_snapshot import RestoreSnapshot, restore_snapshot
+from engine_svc.commands.undo_preview import UndoPreview, undo_preview
 from engine_svc.servicers.edge import rpc
 
 
@@ -62,7 +66,67 @@ class SnapshotServicer(snapshots_pb2_grpc.SnapshotServiceServicer):
             out.config.CopyFrom(convert.snapshot_config_to_proto(snapshot.config))
         if snapshot.memory:
             out.memory.CopyFrom(snapshots_pb2.MemoryRef(**snapshot.memory))
+        if snapshot.preview_plan:
+            out.preview_plan.CopyFrom(convert.preview_plan_to_proto(snapshot.preview_plan))
         return out
+
+    @rpc
+    def PreviewSnapshot(
+        self, request: snapshots_pb2.PreviewSnapshotRequest, context: grpc.ServicerContext
+    ) -> snapshots_pb2.PreviewSnapshotResponse:
+        cmd = convert.preview_from_proto(
+            request.vm_id,
+            request.config_snapshot_id,
+            request.restore_memory,
+            request.disks,
+            request.exclude_disk_ids,
+            request.envelope,
+        )
+        job = preview_snapshot(self.app.db, self.app.settings, cmd)
+        view = self.app.admitted(job, cmd.envelope.wait_timeout_s)
+        return snapshots_pb2.PreviewSnapshotResponse(job=convert.job_to_proto(view))
+
+    @rpc
+    def CommitPreview(
+        self, request: snapshots_pb2.CommitPreviewRequest, context: grpc.ServicerContext
+    ) -> snapshots_pb2.CommitPreviewResponse:
+        env = convert.envelope_from_proto(request.envelope)
+        job = commit_preview(
+            self.app.db,
+            self.app.settings,
+            CommitPreview(request.vm_id, request.delete_detached_disks, env),
+        )
+        view = self.app.admitted(job, env.wait_timeout_s)
+        return snapshots_pb2.CommitPreviewResponse(job=convert.job_to_proto(view))
+
+    @rpc
+    def UndoPreview(
+        self, request: snapshots_pb2.UndoPreviewRequest, context: grpc.ServicerContext
+    ) -> snapshots_pb2.UndoPreviewResponse:
+        env = convert.envelope_from_proto(request.envelope)
+        job = undo_preview(self.app.db, self.app.settings, UndoPreview(request.vm_id, env))
+        view = self.app.admitted(job, env.wait_timeout_s)
+        return snapshots_pb2.UndoPreviewResponse(job=convert.job_to_proto(view))
+
+    @rpc
+    def RestoreSnapshot(
+        self, request: snapshots_pb2.RestoreSnapshotRequest, context: grpc.ServicerContext
+    ) -> snapshots_pb2.RestoreSnapshotResponse:
+        cmd = convert.preview_from_proto(
+            request.vm_id,
+            request.config_snapshot_id,
+            request.restore_memory,
+            request.disks,
+            request.exclude_disk_ids,
+            request.envelope,
+        )
+        job = restore_snapshot(
+            self.app.db,
+            self.app.settings,
+            RestoreSnapshot(cmd, request.delete_detached_disks),
+        )
+        view = self.app.admitted(job, cmd.envelope.wait_timeout_s)
+        return snapshots_pb2.RestoreSnapshotResponse(job=convert.job_to_proto(view))
 
     @rpc
     def RemoveSnapshot(

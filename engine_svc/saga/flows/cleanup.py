@@ -1,11 +1,12 @@
-"""RemoveDisk cleanup (SPEC §3.9, §5.9): delete the garbage volumes of removed disks.
+"""Cleanup (SPEC §3.3, §3.4, §3.9, §5.9): delete garbage volumes after a DB decision.
 
-The decision was made at admission (the disk row is gone, its volumes are garbage), so this
-flow only moves forward. Per disk the DELETE_VOLUME steps run in their planned leaf-first
-order; disks run in parallel. A step that succeeds deletes its volume's row. The first step
-of a disk that keeps failing stops that disk (a parent cannot go before its child): its
-remaining volumes stay garbage for the reaper, the disk's outcome is CLEANUP_PENDING and the
-job ends SUCCEEDED_PARTIAL. RemoveVm uses the same flow.
+RemoveDisk, RemoveVm, CommitPreview and UndoPreview decide at admission (volumes become
+garbage there), and RestoreSnapshot after its preview phase, so cleanup only moves forward.
+``job.params["cleanup"]`` lists per disk the DELETE_VOLUME steps in leaf-first order and the
+outcome the disk gets when they all succeed; disks run in parallel. A step that succeeds
+deletes its volume's row. The first step of a disk that keeps failing stops that disk (a
+parent cannot go before its child): its remaining volumes stay garbage for the reaper, the
+disk's outcome is CLEANUP_PENDING and the job ends SUCCEEDED_PARTIAL.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from engine_svc.saga.steps import StepResult, StepRunner
 
 
 def run(ctx: JobContext) -> None:
-    """Drive a RemoveDisk (or RemoveVm) job's cleanup to a terminal state."""
-    state = start(ctx)
-    if state is not JobState.RUNNING:
-        return
+    """Drive a job whose work is only cleanup to a terminal state."""
+    if start(ctx) is JobState.RUNNING:
+        clean_up(ctx)
+
+
+def clean_up(ctx: JobContext) -> None:
+    """Run the job's planned cleanup, record the outcomes and end the job."""
     with ctx.tx() as (_tx, job):
-        plan: list[dict[str, Any]] = [dict(d) for d in job.params.get("disks", [])]
+        plan: list[dict[str, Any]] = [dict(d) for d in job.params.get("cleanup", [])]
     by_first = {int(d["seqs"][0]): d for d in plan if d["seqs"]}
 
     def one_disk(first: int) -> StepResult:
@@ -61,7 +65,7 @@ def _finish(ctx: JobContext, plan: list[dict[str, Any]]) -> None:
                     entry["disk_id"],
                     disk_alias=entry["alias"],
                     volume_ids=list(entry["volume_ids"]),
-                    outcome=DiskOutcome.DELETED,
+                    outcome=entry["outcome"],
                 )
                 continue
             partial = True
