@@ -12,7 +12,8 @@ from engine_svc.db.uow import Database
 from engine_svc.queries import JobView, get_job, job_version
 from engine_svc.saga.runner import JobRunner
 
-WAIT_POLL_S = 0.1
+# Jobs run by another replica are seen at this interval; ours as soon as they change.
+WAIT_POLL_S = 0.25
 
 
 @dataclass
@@ -34,8 +35,10 @@ class EngineApp:
     def wait(self, job_id: str, timeout_s: float) -> None:
         """Block until the job is terminal or ``timeout_s`` passed."""
         end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
+        events = self.runner.events
+        while (left := end - time.monotonic()) > 0:
+            mark = events.mark()
             _version, terminal = job_version(self.db, job_id)
             if terminal:
                 return
-            time.sleep(WAIT_POLL_S)
+            events.wait_change(mark, min(left, WAIT_POLL_S))

@@ -77,7 +77,7 @@ class RunningEngine:
         self.app.runner.stop()
         if isinstance(self.app.agents, GrpcAgentClient):
             self.app.agents.close()
-        self.app.db.engine.dispose()
+        self.app.db.dispose()
 
 
 def _is_loopback(listen: str) -> bool:
@@ -100,7 +100,13 @@ def create_server(settings: EngineSettings, *, migrate: bool = False) -> Running
         )
     if migrate:
         upgrade(settings.db_url)
-    db = Database(make_engine(settings.db_url))
+    engine = make_engine(settings.db_url)
+    bookkeeping = (
+        make_engine(settings.db_url, synchronous_commit=False)
+        if engine.dialect.name == "postgresql"
+        else None
+    )
+    db = Database(engine, bookkeeping)
     agents = GrpcAgentClient(timeout=settings.agent_timeout.total_seconds(), tls=settings.agent_tls)
     runner = JobRunner(db, agents, settings)
     reaper = Reaper(db, agents, settings)

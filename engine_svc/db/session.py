@@ -16,11 +16,16 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, synchronous_commit: bool = True) -> Engine:
     """Create an Engine tuned for the dialect.
 
-    SQLite: WAL, a busy timeout, foreign keys on, and every transaction begins IMMEDIATE so
-    that concurrent writers queue on the database lock instead of failing on upgrade.
+    SQLite: WAL with synchronous=NORMAL (a commit survives the engine being killed; an OS
+    crash may lose the newest commits, which the runner re-derives from its idempotent
+    steps), a busy timeout, foreign keys on, and every transaction begins IMMEDIATE so that
+    concurrent writers queue on the database lock instead of failing on upgrade.
+
+    PostgreSQL: ``synchronous_commit=False`` gives an engine for bookkeeping commits that
+    need not wait for the WAL flush (see ``Database.transaction``).
     """
     url = normalize_url(url)
     if make_url(url).get_backend_name() == "sqlite":
@@ -31,6 +36,7 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
@@ -40,4 +46,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args = {} if synchronous_commit else {"options": "-c synchronous_commit=off"}
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )

@@ -16,9 +16,19 @@ from engine_svc.errors import Unavailable
 class Database:
     """Opens transactions on one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, bookkeeping: Engine | None = None) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=True)
+        self._bookkeeping = sessionmaker(
+            bookkeeping or engine, expire_on_commit=False, autoflush=True
+        )
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+        bookkeeping = self._bookkeeping.kw["bind"]
+        if bookkeeping is not self.engine:
+            bookkeeping.dispose()
 
     @property
     def is_postgres(self) -> bool:
@@ -26,13 +36,18 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self) -> Iterator[Repositories]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Repositories]:
         """One transaction: commits when the block ends, rolls back if it raises.
 
         A lost database connection surfaces as ``DATABASE_UNAVAILABLE`` (retry with the same
         request_id); nothing of the transaction was committed.
+
+        ``durable=False`` is for the job runner's own bookkeeping, on the ``bookkeeping``
+        engine (PostgreSQL: ``synchronous_commit = off``): losing the last such commits in a
+        database crash only rewinds a job to an earlier recorded step, which is re-issued
+        with the same op_id, and any later durable commit (an admission) flushes them anyway.
         """
-        session: Session = self._sessions()
+        session: Session = (self._sessions if durable else self._bookkeeping)()
         try:
             yield Repositories(session, postgres=self.is_postgres)
             session.commit()

@@ -14,6 +14,7 @@ from engine_svc.db.repos import Repositories
 from engine_svc.db.repos.hosts import host_is_up
 from engine_svc.db.uow import Database
 from engine_svc.domain import StepKind, utcnow
+from engine_svc.saga.events import JobEvents
 
 
 @dataclass
@@ -26,13 +27,19 @@ class JobContext:
     job_id: str
     epoch: int
     stopping: threading.Event
+    events: JobEvents
 
     @contextmanager
     def tx(self) -> Iterator[tuple[Repositories, Job]]:
-        """A transaction that first row-locks the job and proves we still hold its lease."""
-        with self.db.transaction() as tx:
+        """A transaction that first row-locks the job and proves we still hold its lease.
+
+        Runner transactions are not durable one by one (see ``Database.transaction``);
+        waiters in this process are told about each commit.
+        """
+        with self.db.transaction(durable=False) as tx:
             job = tx.jobs.fence(self.job_id, self.epoch)
             yield tx, job
+        self.events.changed()
 
     def host_for_step(self, tx: Repositories, step: JobStep) -> Host | None:
         """The UP host to run a step on: its own host for INIT_DOMAIN (the domain is not

@@ -24,6 +24,7 @@ from engine_svc.db.uow import Database
 from engine_svc.domain import ACTIVE_JOB_STATES, JobKind, new_id, utcnow
 from engine_svc.errors import Unavailable
 from engine_svc.saga.context import JobContext
+from engine_svc.saga.events import JobEvents
 from engine_svc.saga.flows import FLOWS
 from engine_svc.saga.steps import EngineStopping
 
@@ -44,6 +45,7 @@ class JobRunner:
         self._held: dict[str, int] = {}
         self._guard = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self.events = JobEvents()
 
     def start(self) -> None:
         """Clean up after a crash, then start claiming and renewing."""
@@ -101,7 +103,7 @@ class JobRunner:
             return
         now = utcnow()
         claimed: list[tuple[str, int, JobKind]] = []
-        with self.db.transaction() as tx:
+        with self.db.transaction(durable=False) as tx:
             for job_id in tx.jobs.claimable(now, free):
                 epoch = tx.jobs.claim(job_id, self.owner, now, now + self.settings.lease)
                 if epoch is not None:
@@ -114,7 +116,9 @@ class JobRunner:
             self._pool.submit(self._execute, job_id, epoch, kind)
 
     def _execute(self, job_id: str, epoch: int, kind: JobKind) -> None:
-        ctx = JobContext(self.db, self.agents, self.settings, job_id, epoch, self._stopping)
+        ctx = JobContext(
+            self.db, self.agents, self.settings, job_id, epoch, self._stopping, self.events
+        )
         try:
             FLOWS[kind](ctx)
         except LeaseLost:

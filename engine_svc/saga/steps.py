@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 import grpc
 
 from engine_svc.agents.client import AgentCallError, AgentFailure, AgentOperation, OpState
-from engine_svc.db.models import JobStep
+from engine_svc.db.models import Job, JobStep
+from engine_svc.db.repos import Repositories
 from engine_svc.domain import StepKind, StepState, check_step_transition, utcnow
 from engine_svc.saga.context import JobContext
 
@@ -87,9 +88,23 @@ class StepRunner:
                 step.state = StepState.STARTED
                 step.started_at = utcnow()
             step.attempts += 1
-        return self._drive(seq, deadline, budget or self.ctx.settings.transient_budget)
+            target = self._target(tx, step)
+        return self._drive(seq, deadline, budget or self.ctx.settings.transient_budget, target)
 
-    def _drive(self, seq: int, deadline: datetime | None, budget_td: timedelta) -> StepResult:
+    def _target(self, tx: Repositories, step: JobStep) -> tuple[str | None, _StepCall]:
+        """The agent address to call (None: no UP host) and what to call it with."""
+        host = self.ctx.host_for_step(tx, step)
+        if host is not None and host.id != step.host_id:
+            step.host_id = host.id
+        return (host.address if host is not None else None), _StepCall.of(step)
+
+    def _drive(
+        self,
+        seq: int,
+        deadline: datetime | None,
+        budget_td: timedelta,
+        target: tuple[str | None, _StepCall],
+    ) -> StepResult:
         ctx = self.ctx
         budget = budget_td.total_seconds()
         first_failure: float | None = None
@@ -100,13 +115,10 @@ class StepRunner:
                 raise EngineStopping()
             if deadline is not None and utcnow() >= deadline:
                 return self._fail(seq, "STEP_DEADLINE_EXCEEDED", "the job's deadline passed", last)
-            with ctx.tx() as (tx, _job):
-                step = tx.jobs.step(ctx.job_id, seq)
-                host = ctx.host_for_step(tx, step)
-                if host is not None and host.id != step.host_id:
-                    step.host_id = host.id
-                address = host.address if host is not None else None
-                snapshot = _StepCall.of(step)
+            if first_failure is not None:
+                with ctx.tx() as (tx, _job):
+                    target = self._target(tx, tx.jobs.step(ctx.job_id, seq))
+            address, snapshot = target
             try:
                 if address is None:
                     raise AgentCallError(
@@ -216,12 +228,13 @@ class StepRunner:
             tx.jobs.step(self.ctx.job_id, seq).progress = progress
 
     def _done(self, seq: int, op: AgentOperation | None) -> StepResult:
-        with self.ctx.tx() as (tx, _job):
+        with self.ctx.tx() as (tx, job):
             step = tx.jobs.step(self.ctx.job_id, seq)
             check_step_transition(StepState(step.state), StepState.DONE)
             step.state = StepState.DONE
             step.progress = 100
             step.ended_at = utcnow()
+            _recompute_progress(tx, job)
             if op is not None:
                 step.result = {
                     "already_absent": op.already_absent,
@@ -248,7 +261,7 @@ class StepRunner:
         cause: AgentFailure | None,
         op: AgentOperation | None = None,
     ) -> StepResult:
-        with self.ctx.tx() as (tx, _job):
+        with self.ctx.tx() as (tx, job):
             step = tx.jobs.step(self.ctx.job_id, seq)
             error = step_error(reason, message, cause)
             check_step_transition(StepState(step.state), StepState.FAILED)
@@ -257,8 +270,16 @@ class StepRunner:
             step.ended_at = utcnow()
             if op is not None:
                 step.result = {"base_modified": op.base_modified, "direction": op.direction}
+            _recompute_progress(tx, job)
         log.warning("step %s:%s failed: %s %s", self.ctx.job_id, seq, reason, message)
         return StepResult(False, op, error)
+
+
+def _recompute_progress(tx: Repositories, job: Job) -> None:
+    """Job progress = share of steps that reached a terminal state (kept below 100)."""
+    steps = tx.jobs.steps(job.id)
+    done = sum(1 for s in steps if s.state not in (StepState.PLANNED, StepState.STARTED))
+    job.progress = min(99, int(100 * done / len(steps))) if steps else 0
 
 
 class EngineStopping(Exception):

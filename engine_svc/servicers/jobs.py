@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -13,7 +12,7 @@ from engine_svc.app import EngineApp
 from engine_svc.domain import JobState
 from engine_svc.servicers.edge import rpc, stream_rpc
 
-WATCH_POLL_S = 0.1
+WATCH_POLL_S = 0.25
 
 
 def _name(enum_type: object, prefix: str, value: int) -> str:
@@ -58,7 +57,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[jobs_pb2.WatchJobResponse]:
         seen = -1
+        events = self.app.runner.events
         while context.is_active():
+            mark = events.mark()
             version, _terminal = queries.job_version(self.app.db, request.job_id)
             if version != seen:
                 view = queries.get_job(self.app.db, request.job_id)
@@ -66,4 +67,4 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 yield jobs_pb2.WatchJobResponse(job=convert.job_to_proto(view))
                 if JobState(view.job.state).terminal:
                     return
-            time.sleep(WATCH_POLL_S)
+            events.wait_change(mark, WATCH_POLL_S)

@@ -127,16 +127,15 @@ class JobRepository:
 
     def fence(self, job_id: str, epoch: int) -> Job:
         """Row-lock the job and check we still hold its lease (raises LeaseLost)."""
-        result = self.session.execute(
+        job = self.session.scalars(
             update(Job)
             .where(Job.id == job_id, Job.lease_epoch == epoch)
             .values(version=Job.version + 1)
-            .execution_options(synchronize_session=False)
-        )
-        if not result.rowcount:  # type: ignore[attr-defined]
+            .returning(Job)
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        if job is None:
             raise LeaseLost(job_id)
-        job = self.session.get(Job, job_id, populate_existing=True)
-        assert job is not None
         return job
 
     def transition(self, job: Job, new: JobState, epoch: int) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine_svc.domain import DiskOutcome, JobState, StepState
 from engine_svc.saga.context import JobContext
-from engine_svc.saga.flows.common import finish, run_parallel, set_outcome, start, update_progress
+from engine_svc.saga.flows.common import finish, run_parallel, set_outcome, start
 from engine_svc.saga.steps import StepResult, StepRunner
 
 
@@ -49,7 +49,6 @@ def _delete_chain(ctx: JobContext, entry: dict[str, Any]) -> StepResult:
             volume = tx.volumes.get(volume_id)
             if volume is not None and volume.pending_delete:
                 tx.volumes.delete(volume)
-        update_progress(ctx)
     return result
 
 

@@ -53,15 +53,6 @@ def set_outcome(job: Job, disk_id: str, **fields: Any) -> None:
     job.outcomes = sorted(outcomes, key=lambda o: str(o["disk_id"]))
 
 
-def update_progress(ctx: JobContext) -> None:
-    """Job progress = share of steps that reached a terminal state."""
-    with ctx.tx() as (tx, job):
-        steps = tx.jobs.steps(job.id)
-        if steps:
-            done = sum(1 for s in steps if s.state not in (StepState.PLANNED, StepState.STARTED))
-            job.progress = min(99, int(100 * done / len(steps)))
-
-
 def run_parallel(
     ctx: JobContext, items: Iterable[int], fn: Callable[[int], StepResult]
 ) -> dict[int, StepResult]:

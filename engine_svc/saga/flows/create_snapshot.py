@@ -21,7 +21,6 @@ from engine_svc.saga.flows.common import (
     set_outcome,
     start,
     undo_created_volume,
-    update_progress,
 )
 from engine_svc.saga.steps import StepResult, StepRunner
 from engine_svc.snapshot_config import restrict
@@ -50,7 +49,6 @@ def _prepare(ctx: JobContext) -> None:
         result = StepRunner(ctx).run(seq, deadline=deadline)
         if not result.ok:
             _compensate_disk(ctx, entries[seq])
-        update_progress(ctx)
         return result
 
     with ctx.tx() as (tx, job):

@@ -21,7 +21,6 @@ from engine_svc.saga.flows.common import (
     set_outcome,
     start,
     undo_created_volume,
-    update_progress,
 )
 from engine_svc.saga.steps import StepResult, StepRunner
 
@@ -54,9 +53,7 @@ def _prepare_and_finalize(ctx: JobContext) -> JobState:
         deadline = job.prepare_deadline
 
     def one_disk(seq: int) -> StepResult:
-        result = StepRunner(ctx).run(seq, deadline=deadline)
-        update_progress(ctx)
-        return result
+        return StepRunner(ctx).run(seq, deadline=deadline)
 
     results = run_parallel(ctx, _overlay_steps(ctx), one_disk)
     with ctx.tx() as (tx, job):
