@@ -45,7 +45,6 @@ from engine_svc.db.repos.hosts import host_is_up
 from engine_svc.db.uow import Database
 from engine_svc.domain import DiskOutcome, StepKind, StepState, VolumeStatus, utcnow
 from engine_svc.saga.context import JobContext
-from engine_svc.saga.flows.common import update_progress
 from engine_svc.saga.steps import StepResult, StepRunner
 from engine_svc.snapshot_config import parse, restrict
 
@@ -249,7 +248,6 @@ def run_unit(
             state = StepState(tx.jobs.step(job.id, seq).state)
         if state in (StepState.PLANNED, StepState.STARTED):
             StepRunner(ctx).run(seq, deadline=deadline)
-            update_progress(ctx)
         with ctx.tx() as (tx, job):
             step = tx.jobs.step(job.id, seq)
             if step.state == StepState.DONE:
