@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--listen", default=_env("DISKSNAP_ENGINE_LISTEN", "127.0.0.1:7700"))
     serve.add_argument("--health-listen", default=_env("DISKSNAP_ENGINE_HEALTH_LISTEN"))
+    serve.add_argument(
+        "--agent-listen",
+        default=_env("DISKSNAP_ENGINE_AGENT_LISTEN"),
+        help="mTLS port for agent registration (required with TLS)",
+    )
     serve.add_argument("--tls-cert", type=Path, default=_env("DISKSNAP_ENGINE_TLS_CERT"))
     serve.add_argument("--tls-key", type=Path, default=_env("DISKSNAP_ENGINE_TLS_KEY"))
     serve.add_argument("--tls-ca", type=Path, default=_env("DISKSNAP_ENGINE_TLS_CA"))
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         db_url=args.db,
         listen=args.listen,
         health_listen=args.health_listen,
+        agent_listen=args.agent_listen,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,

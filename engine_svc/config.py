@@ -17,6 +17,8 @@ class EngineSettings:
     db_url: str
     listen: str = "127.0.0.1:7700"
     health_listen: str | None = None
+    # Where agents register over mTLS when TLS is on (the main port serves clients).
+    agent_listen: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None

@@ -66,11 +66,15 @@ class RunningEngine:
     health: health.HealthServicer
     app: EngineApp
     reaper: Reaper
+    agent_server: grpc.Server | None
+    agent_port: int | None
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop serving and let running jobs reach a step boundary."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.agent_server is not None:
+            self.agent_server.stop(grace).wait()
         if self.health_server is not None:
             self.health_server.stop(0)
         self.reaper.stop()
@@ -126,7 +130,6 @@ def create_server(settings: EngineSettings, *, migrate: bool = False) -> Running
     snapshots_pb2_grpc.add_SnapshotServiceServicer_to_server(SnapshotServicer(app), server)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(app), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(app), server)
-    registry_pb2_grpc.add_AgentRegistryServiceServicer_to_server(RegistryServicer(app), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -137,14 +140,29 @@ def create_server(settings: EngineSettings, *, migrate: bool = False) -> Running
         ),
         server,
     )
+    agent_server = None
+    agent_port = None
     if settings.tls_cert and settings.tls_key:
-        creds = grpc.ssl_server_credentials(
-            [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
-            root_certificates=settings.tls_ca.read_bytes() if settings.tls_ca else None,
-            require_client_auth=False,
+        # gRPC Python can require client certificates or not ask for them at all, so agents
+        # (which must present theirs, SPEC §7) register on a port of their own.
+        if not settings.agent_listen or not settings.tls_ca:
+            raise SystemExit("with TLS, --agent-listen and --tls-ca are required for agents")
+        key_cert = [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+        port = server.add_secure_port(settings.listen, grpc.ssl_server_credentials(key_cert))
+        agent_server = grpc.server(
+            ThreadPoolExecutor(max_workers=8, thread_name_prefix="agents"), options=options
         )
-        port = server.add_secure_port(settings.listen, creds)
+        registry_pb2_grpc.add_AgentRegistryServiceServicer_to_server(
+            RegistryServicer(app), agent_server
+        )
+        agent_port = agent_server.add_secure_port(
+            settings.agent_listen,
+            grpc.ssl_server_credentials(
+                key_cert, root_certificates=settings.tls_ca.read_bytes(), require_client_auth=True
+            ),
+        )
     else:
+        registry_pb2_grpc.add_AgentRegistryServiceServicer_to_server(RegistryServicer(app), server)
         port = server.add_insecure_port(settings.listen)
 
     health_server = None
@@ -157,9 +175,21 @@ def create_server(settings: EngineSettings, *, migrate: bool = False) -> Running
     runner.start()
     reaper.start()
     server.start()
+    if agent_server is not None:
+        agent_server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningEngine(server, port, health_server, health_port, health_servicer, app, reaper)
+    return RunningEngine(
+        server,
+        port,
+        health_server,
+        health_port,
+        health_servicer,
+        app,
+        reaper,
+        agent_server,
+        agent_port,
+    )
 
 
 def _write_ready_file(path: Path, engine: RunningEngine, settings: EngineSettings) -> None:
@@ -167,11 +197,15 @@ def _write_ready_file(path: Path, engine: RunningEngine, settings: EngineSetting
     health_address = None
     if settings.health_listen and engine.health_port is not None:
         health_address = f"{settings.health_listen.rsplit(':', 1)[0]}:{engine.health_port}"
+    agent_address = f"{host}:{engine.port}"
+    if settings.agent_listen and engine.agent_port is not None:
+        agent_address = f"{settings.agent_listen.rsplit(':', 1)[0]}:{engine.agent_port}"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(
         json.dumps(
             {
                 "address": f"{host}:{engine.port}",
+                "agent_address": agent_address,
                 "health_address": health_address,
                 "pid": os.getpid(),
             }

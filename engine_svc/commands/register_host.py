@@ -25,7 +25,10 @@ class DomainReport:
 
 @dataclass(frozen=True)
 class RegisterHost:
-    """Input of RegisterHost; ``tls_identity`` is the client certificate's DNS SAN, if any."""
+    """Input of RegisterHost; ``tls_identity`` holds the client certificate's DNS SANs.
+
+    ``mtls`` is True when the engine serves TLS: then an agent must present a certificate.
+    """
 
     name: str
     address: str
@@ -33,7 +36,8 @@ class RegisterHost:
     live_ops: bool = False
     agent_version: str = ""
     qemu_img_version: str = ""
-    tls_identity: str | None = None
+    tls_identity: frozenset[str] | None = None
+    mtls: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,22 @@ class Heartbeat:
     host_id: str
     name: str
     domains: tuple[DomainReport, ...] = field(default_factory=tuple)
-    tls_identity: str | None = None
+    tls_identity: frozenset[str] | None = None
+    mtls: bool = False
 
 
-def _check_identity(name: str, tls_identity: str | None) -> None:
-    if tls_identity is not None and tls_identity != name:
+def _check_identity(name: str, tls_identity: frozenset[str] | None, mtls: bool) -> None:
+    """With mTLS the agent's certificate must name the host it registers as (SPEC §7)."""
+    if mtls and tls_identity is None:
         raise PermissionDenied(
             "HOST_IDENTITY_MISMATCH",
-            f"the client certificate names {tls_identity!r}, not {name!r}",
+            "agents must present a client certificate naming their host",
+            host_name=name,
+        )
+    if tls_identity is not None and name not in tls_identity:
+        raise PermissionDenied(
+            "HOST_IDENTITY_MISMATCH",
+            f"the client certificate names {sorted(tls_identity)}, not {name!r}",
             host_name=name,
         )
 
@@ -61,7 +73,7 @@ def register_host(db: Database, cmd: RegisterHost) -> str:
         raise invalid_field("name", "1..255 printable characters")
     if not cmd.address or ":" not in cmd.address:
         raise invalid_field("address", "host:port of the agent")
-    _check_identity(cmd.name, cmd.tls_identity)
+    _check_identity(cmd.name, cmd.tls_identity, cmd.mtls)
     now = utcnow()
     with db.transaction() as tx:
         host = tx.hosts.by_name(cmd.name)
@@ -80,7 +92,7 @@ def register_host(db: Database, cmd: RegisterHost) -> str:
 
 def heartbeat(db: Database, cmd: Heartbeat) -> None:
     """Record liveness and space; unknown domain ids are ignored."""
-    _check_identity(cmd.name, cmd.tls_identity)
+    _check_identity(cmd.name, cmd.tls_identity, cmd.mtls)
     now = utcnow()
     with db.transaction() as tx:
         host = tx.hosts.get(cmd.host_id)

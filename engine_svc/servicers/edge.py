@@ -52,10 +52,10 @@ def stream_rpc(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def peer_dns_name(context: grpc.ServicerContext) -> str | None:
-    """The DNS SAN of the client certificate, or None without mTLS."""
+def peer_dns_names(context: grpc.ServicerContext) -> frozenset[str] | None:
+    """The DNS SANs of the client certificate, or None when the caller presented none."""
     auth = context.auth_context()
     names = auth.get("x509_subject_alternative_name") or auth.get("x509_common_name")
     if not names:
         return None
-    return bytes(names[0]).decode()
+    return frozenset(bytes(n).decode() for n in names)

@@ -13,7 +13,7 @@ from engine_svc.commands.register_host import (
     heartbeat,
     register_host,
 )
-from engine_svc.servicers.edge import peer_dns_name, rpc
+from engine_svc.servicers.edge import peer_dns_names, rpc
 
 
 def _domains(items: object) -> tuple[DomainReport, ...]:
@@ -42,7 +42,8 @@ class RegistryServicer(registry_pb2_grpc.AgentRegistryServiceServicer):
                 live_ops=request.capabilities.live_ops,
                 agent_version=request.agent_version,
                 qemu_img_version=request.capabilities.qemu_img_version,
-                tls_identity=peer_dns_name(context),
+                tls_identity=peer_dns_names(context),
+                mtls=self.app.settings.tls_cert is not None,
             ),
         )
         return registry_pb2.RegisterHostResponse(
@@ -60,7 +61,8 @@ class RegistryServicer(registry_pb2_grpc.AgentRegistryServiceServicer):
                 host_id=request.host_id,
                 name=request.name,
                 domains=_domains(request.domains),
-                tls_identity=peer_dns_name(context),
+                tls_identity=peer_dns_names(context),
+                mtls=self.app.settings.tls_cert is not None,
             ),
         )
         return registry_pb2.HeartbeatResponse()

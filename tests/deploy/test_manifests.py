@@ -233,7 +233,7 @@ def test_engine_runs_two_replicas_behind_a_pdb(
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     service = only(docs, "Service", "disksnap-engine")
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert [p["port"] for p in service["spec"]["ports"]] == [7700]
+    assert [p["port"] for p in service["spec"]["ports"]] == [7700, 7702]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -264,6 +264,7 @@ def test_engine_command_line(rendered: dict[str, list[Doc]], overlay: str) -> No
     assert engine["command"] == ["disksnap-engine"]
     assert engine["args"][0] == "serve"
     assert arg_value(engine, "--listen") == "0.0.0.0:7700"
+    assert arg_value(engine, "--agent-listen") == "0.0.0.0:7702"
     assert arg_value(engine, "--health-listen") == "0.0.0.0:7710"
     mounts = {m["mountPath"] for m in engine["volumeMounts"]}
     for flag in ("--tls-cert", "--tls-key", "--tls-ca", "--auth-token-file"):
@@ -307,7 +308,7 @@ def test_agent_identity_is_the_node_name(rendered: dict[str, list[Doc]], overlay
     env = {e["name"]: e for e in agent["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert arg_value(agent, "--host-name") == "$(NODE_NAME)"
-    assert arg_value(agent, "--engine") == "disksnap-engine:7700"
+    assert arg_value(agent, "--engine") == "disksnap-engine:7702"
     assert arg_value(agent, "--advertise") == "$(POD_IP):7701"
     assert arg_value(agent, "--tls-cert") == "/etc/disksnap/tls/$(NODE_NAME).crt"
     assert arg_value(agent, "--tls-key") == "/etc/disksnap/tls/$(NODE_NAME).key"

@@ -89,8 +89,24 @@ class CertificateAuthority:
         """A client certificate (clientAuth); `dns` SANs (e.g. a host name) are optional."""
         return self._issue(name, dns or (name,), (), ExtendedKeyUsageOID.CLIENT_AUTH)
 
+    def issue_peer(
+        self, name: str, dns: tuple[str, ...] = (), ips: tuple[str, ...] = ("127.0.0.1",)
+    ) -> CertFiles:
+        """A certificate for both ends of mTLS (serverAuth + clientAuth), e.g. an agent's."""
+        return self._issue(
+            name,
+            dns or (name, "localhost"),
+            ips,
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+        )
+
     def _issue(
-        self, name: str, dns: tuple[str, ...], ips: tuple[str, ...], usage: x509.ObjectIdentifier
+        self,
+        name: str,
+        dns: tuple[str, ...],
+        ips: tuple[str, ...],
+        *usages: x509.ObjectIdentifier,
     ) -> CertFiles:
         key = ec.generate_private_key(ec.SECP256R1())
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
@@ -105,7 +121,7 @@ class CertificateAuthority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                 critical=False,

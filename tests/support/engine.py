@@ -106,9 +106,16 @@ class EngineProcess:
     """One engine subprocess."""
 
     def __init__(
-        self, workdir: Path, db_url: str, *, name: str = "engine", extra_args: Sequence[str] = ()
+        self,
+        workdir: Path,
+        db_url: str,
+        *,
+        name: str = "engine",
+        extra_args: Sequence[str] = (),
+        tls_ca: Path | None = None,
     ) -> None:
         self.workdir = workdir
+        self.tls_ca = tls_ca
         workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url
         self.name = name
@@ -117,6 +124,7 @@ class EngineProcess:
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.address = ""
+        self.agent_address = ""
         self._log: IO[bytes] | None = None
         self._channel: grpc.Channel | None = None
 
@@ -147,7 +155,9 @@ class EngineProcess:
                     f"engine exited rc={self.proc.returncode}\n{self.log_tail()}"
                 )
             if self.ready_file.exists():
-                self.address = json.loads(self.ready_file.read_text())["address"]
+                ready = json.loads(self.ready_file.read_text())
+                self.address = ready["address"]
+                self.agent_address = ready["agent_address"]
                 return self
             time.sleep(0.05)
         self.kill9()
@@ -194,7 +204,11 @@ class EngineProcess:
     def channel(self) -> grpc.Channel:
         """A channel to the engine (reused)."""
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            if self.tls_ca is None:
+                self._channel = grpc.insecure_channel(self.address)
+            else:
+                creds = grpc.ssl_channel_credentials(root_certificates=self.tls_ca.read_bytes())
+                self._channel = grpc.secure_channel(self.address, creds)
         return self._channel
 
     def _close_channel(self) -> None:
