@@ -188,7 +188,8 @@ def finalize_preview(tx: Repositories, vm: Vm, preview: Snapshot) -> list[dict[s
         assert config_snapshot.config is not None
         _apply_vm_section(vm, parse(config_snapshot.config)["vm"])
         in_preview.add(config_snapshot.id)
-    _single_bootable(tx, vm, config_snapshot)
+    source = config_snapshot if config_snapshot is not None else preview
+    _single_bootable(tx, vm, parse(source.config or "{}"))
     active.memory = (
         config_snapshot.memory if plan.restore_memory and config_snapshot is not None else None
     )
@@ -200,8 +201,10 @@ def finalize_preview(tx: Repositories, vm: Vm, preview: Snapshot) -> list[dict[s
     return outcomes
 
 
-def _single_bootable(tx: Repositories, vm: Vm, config_snapshot: Snapshot | None) -> None:
-    """If several attached disks are bootable, keep the flag only on the configuration's."""
+def _single_bootable(tx: Repositories, vm: Vm, source: dict[str, Any]) -> None:
+    """If several attached disks are bootable, keep the flag only on the one that is bootable
+    in the configuration source: the config snapshot, else the configuration before the
+    preview (the PREVIEW's own document)."""
     attached = [
         a
         for a in tx.disks.attachments_of_vm(vm.id)
@@ -209,10 +212,7 @@ def _single_bootable(tx: Repositories, vm: Vm, config_snapshot: Snapshot | None)
     ]
     if len(attached) <= 1:
         return
-    if config_snapshot is not None and config_snapshot.config is not None:
-        keep = {d["disk_id"] for d in parse(config_snapshot.config)["disks"] if d["bootable"]}
-    else:
-        keep = set()
+    keep = {d["disk_id"] for d in source.get("disks", []) if d["bootable"]}
     winner = next((a for a in attached if a.disk_id in keep), attached[0])
     for a in attached:
         a.bootable = a is winner

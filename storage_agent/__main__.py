@@ -120,7 +120,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
     add(
         "--engine",
         default=_env("DISKSNAP_ENGINE"),
-        help="engine HOST:PORT for registration [DISKSNAP_ENGINE]",
+        help="engine HOST:PORT to register with (a comma-separated list fails over)",
     )
     add(
         "--advertise",

@@ -53,16 +53,18 @@ def start_registration(rt: Runtime, address: str) -> EngineRegistration | None:
     settings = rt.settings
     if not settings.engine:
         return None
-    if settings.tls:
-        assert settings.tls_cert and settings.tls_key and settings.tls_ca
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=settings.tls_ca.read_bytes(),
-            private_key=settings.tls_key.read_bytes(),
-            certificate_chain=settings.tls_cert.read_bytes(),
-        )
-        channel = grpc.secure_channel(settings.engine, creds)
-    else:
-        channel = grpc.insecure_channel(settings.engine)
+    channels = []
+    for engine in settings.engine.split(","):
+        if settings.tls:
+            assert settings.tls_cert and settings.tls_key and settings.tls_ca
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=settings.tls_ca.read_bytes(),
+                private_key=settings.tls_key.read_bytes(),
+                certificate_chain=settings.tls_cert.read_bytes(),
+            )
+            channels.append(grpc.secure_channel(engine.strip(), creds))
+        else:
+            channels.append(grpc.insecure_channel(engine.strip()))
     caps = capabilities(rt)
 
     def domains() -> list[ServedDomain]:
@@ -71,7 +73,7 @@ def start_registration(rt: Runtime, address: str) -> EngineRegistration | None:
         ]
 
     registration = EngineRegistration(
-        channel,
+        channels,
         HostReport(
             name=settings.host_name,
             address=settings.advertise or address,
@@ -90,11 +92,13 @@ class EngineRegistration:
 
     def __init__(
         self,
-        channel: grpc.Channel,
+        channels: list[grpc.Channel],
         report: HostReport,
         domains: Callable[[], list[ServedDomain]],
     ) -> None:
-        self._stub = registry_pb2_grpc.AgentRegistryServiceStub(channel)
+        # Several engine replicas may be listed; a failing one hands over to the next.
+        self._stubs = [registry_pb2_grpc.AgentRegistryServiceStub(c) for c in channels]
+        self._current = 0
         self._report = report
         self._domains = domains
         self._stop = threading.Event()
@@ -120,7 +124,7 @@ class EngineRegistration:
 
     def _register(self) -> float:
         r = self._report
-        resp = self._stub.RegisterHost(
+        resp = self._stubs[self._current].RegisterHost(
             registry_pb2.RegisterHostRequest(
                 name=r.name,
                 address=r.address,
@@ -146,7 +150,7 @@ class EngineRegistration:
                 if self.host_id is None:
                     interval = self._register()
                 else:
-                    self._stub.Heartbeat(
+                    self._stubs[self._current].Heartbeat(
                         registry_pb2.HeartbeatRequest(
                             host_id=self.host_id,
                             name=self._report.name,
@@ -160,6 +164,7 @@ class EngineRegistration:
                 code = exc.code()
                 if code is grpc.StatusCode.NOT_FOUND:
                     self.host_id = None
+                self._current = (self._current + 1) % len(self._stubs)
                 log.warning("engine registration failed (%s); retrying", code)
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_CAP_S)

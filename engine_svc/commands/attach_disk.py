@@ -100,8 +100,13 @@ def attach_disk(db: Database, cmd: AttachDisk) -> Job:
             tx, [vm_lock(vm.id), disk_lock(disk.id)], job, vm=vm, disks={disk.id: disk}, now=now
         )
         require_not_in_preview(tx, vm)
-        require_down(vm)
         attachments = list(tx.disks.attachments_of_disk(disk.id))
+        # A preview-detached disk belongs to its VM's preview (SPEC §3.2 "while in preview");
+        # commit and undo lock it, so the disk lock taken above serialises with them.
+        for a in attachments:
+            if a.state == AttachmentState.PREVIEW_DETACHED and (other := tx.vms.get(a.vm_id)):
+                require_not_in_preview(tx, other)
+        require_down(vm)
         here = next((a for a in attachments if a.vm_id == vm.id), None)
         if here is not None or (attachments and not disk.shareable):
             holder = here or attachments[0]

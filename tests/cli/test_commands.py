@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from sdk.embedded_fixture import unique
 
-from cli.conftest import Cli, Run
+from cli.conftest import Cli
 from disksnap.embedded import EmbeddedServer
 
 
@@ -179,17 +178,11 @@ def test_output_option_after_the_command(cli: Cli, vm_name: str) -> None:
     assert r.json()["name"] == vm_name
 
 
-def _skip_if_unimplemented(r: Run) -> None:
-    if r.exit_code != 0 and r.error()["reason"] == "UNIMPLEMENTED":
-        pytest.skip("not implemented by this engine yet")
-
-
 def test_vm_update_start_stop(cli: Cli, vm_name: str) -> None:
     r = cli(
         "vm", "update", vm_name, "--cpus", "4", "--memory", "3G", "--description", "changed",
         "--property", "tier=web", "--nic", "eth0,52:54:00:00:00:09,default", json=True,
     )  # fmt: skip
-    _skip_if_unimplemented(r)
     assert r.exit_code == 0, r.stderr
     vm = r.json()["vm"]
     assert vm["cpu_count"] == 4 and vm["memory_mb"] == 3072 and vm["description"] == "changed"
@@ -199,7 +192,6 @@ def test_vm_update_start_stop(cli: Cli, vm_name: str) -> None:
     assert cli("vm", "show", vm_name, json=True).json()["custom_properties"] == {}
 
     started = cli("vm", "start", vm_name, json=True)
-    _skip_if_unimplemented(started)
     assert started.json()["job"]["kind"] == "SET_VM_RUN_STATE"
     shown = cli("vm", "show", vm_name, json=True).json()
     assert shown["run_state"] == "UP" and shown["host_id"]
@@ -213,7 +205,6 @@ def test_vm_update_start_stop(cli: Cli, vm_name: str) -> None:
 
 def test_disk_detach_attach_remove(cli: Cli, vm_name: str) -> None:
     r = cli("disk", "detach", vm_name, "data", json=True)
-    _skip_if_unimplemented(r)
     assert r.exit_code == 0, r.stderr
     floating = cli("disk", "list", "--floating", json=True).json()
     disk_id = next(d["id"] for d in floating if d["alias"] == "data" and not d["attachments"])
@@ -230,7 +221,6 @@ def test_disk_detach_attach_remove(cli: Cli, vm_name: str) -> None:
 def test_vm_remove(cli: Cli, vm_name: str) -> None:
     cli("snapshot", "create", vm_name, "-d", "history")
     r = cli("vm", "remove", vm_name, json=True)
-    _skip_if_unimplemented(r)
     assert r.exit_code == 0, r.stderr
     assert r.json()["job"]["kind"] == "REMOVE_VM" and r.json()["job"]["state"] == "SUCCEEDED"
     assert cli("vm", "show", vm_name).exit_code == 3

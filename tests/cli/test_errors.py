@@ -86,13 +86,19 @@ def test_ambiguous_default_domain(cli: Cli, vm_name: str) -> None:
     assert "storage domains could be meant; choose one with --domain" in r.stderr
 
 
-def test_not_yet_implemented_operation(cli: Cli, vm_name: str) -> None:
-    """commit on a VM that is not in preview: Unimplemented today, a conflict once it lands."""
+def test_commit_when_not_in_preview(cli: Cli, vm_name: str) -> None:
     r = cli("commit", vm_name, json=True)
-    reason = r.error()["reason"]
-    assert (r.exit_code, reason) in {(1, "UNIMPLEMENTED"), (4, "VM_SNAPSHOT_NOT_IN_PREVIEW")}
-    if reason == "UNIMPLEMENTED":
-        assert r.error()["message"] == "Not available yet in this engine."
+    assert (r.exit_code, r.error()["reason"]) == (4, "VM_SNAPSHOT_NOT_IN_PREVIEW")
+
+
+def test_preview_selection_incomplete(cli: Cli, vm_name: str) -> None:
+    assert cli("snapshot", "create", vm_name, "-d", "S1").exit_code == 0
+    r = cli("preview", vm_name, "--disk", "os=S1")
+    assert r.exit_code == 2
+    assert "must select or exclude every attached disk; missing: data" in r.stderr
+    err = cli("preview", vm_name, "--disk", "os=S1", json=True).error()
+    assert err["reason"] == "PREVIEW_DISK_SELECTION_INCOMPLETE"
+    assert err["metadata"]["disk_aliases"] == "data"
 
 
 def test_preview_needs_a_selection(cli: Cli, vm_name: str) -> None:

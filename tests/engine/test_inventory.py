@@ -1,15 +1,13 @@
 """Inventory operations end to end (SPEC §3.9): UpdateVm, SetVmRunState, Attach/Detach/
 RemoveDisk and RemoveVm against a real engine and real agents, on SQLite and PostgreSQL.
 
-Two states the public API cannot reach yet are written to the database directly, each the
-exact result of a documented operation: a VM "in preview" (a PREVIEW row whose plan changes
-nothing) and a floating disk whose history VM is set (CommitPreview with
-``delete_detached_disks=false``, D11). Both satisfy every invariant.
+A VM "in preview" comes from a real PreviewSnapshot, and a floating disk whose history VM is
+set from a preview that excluded it followed by CommitPreview with
+``delete_detached_disks=false`` (D11).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from disksnap.engine.v1 import (
     common_pb2,
@@ -27,7 +25,7 @@ from disksnap.engine.v1 import (
     snapshots_pb2,
 )
 from engine_svc.commands.remove_disk import leaf_first
-from engine_svc.db.models import Attachment, Snapshot, Volume
+from engine_svc.db.models import Snapshot, Volume
 from engine_svc.db.session import make_engine
 from support.engine import Cluster, EngineApi, db_dump, error_info, retry
 
@@ -233,56 +231,50 @@ def _volume_rows(db: Engine, disk_id: str) -> list[tuple[str, bool]]:
         ]
 
 
+def _preview_run(api: EngineApi, rpc: str, **fields: Any) -> common_pb2.Job:
+    request = getattr(snapshots_pb2, f"{rpc}Request")(envelope=_env(), **fields)
+    job = _wait(api, _job(getattr(api.snapshots, rpc)(request, timeout=10)))
+    assert job.state == SUCCEEDED, job
+    return job
+
+
 @contextmanager
-def _preview(db: Engine, vm_id: str) -> Iterator[None]:
-    """The VM is in preview: a PREVIEW row whose plan previews nothing (INV-2, INV-7 hold)."""
-    now = datetime.now(UTC)
-    doc = {
-        "schema_version": 1,
-        "vm": {},
-        "disks": [],
-        "captured_at": now.isoformat(timespec="microseconds"),
-    }
-    snapshot_id = str(uuid.uuid4())
-    with db.begin() as conn:
-        conn.execute(
-            insert(Snapshot).values(
-                id=snapshot_id,
-                vm_id=vm_id,
-                type="PREVIEW",
-                status="OK",
-                description="Active VM before the preview",
-                created_at=now,
-                config=json.dumps(doc, sort_keys=True, separators=(",", ":")),
-                memory=None,
-                preview_plan={"config_snapshot_id": None, "restore_memory": False, "entries": []},
-            )
-        )
+def _in_preview(api: EngineApi, vm_id: str) -> Iterator[None]:
+    """The VM is in preview of a fresh snapshot of all its disks; undone afterwards."""
+    snapshot_id = api.snapshot(vm_id, "to preview").result.snapshot_id
+    _preview_run(api, "PreviewSnapshot", vm_id=vm_id, config_snapshot_id=snapshot_id)
     try:
         yield
     finally:
-        with db.begin() as conn:
-            conn.execute(delete(Snapshot).where(Snapshot.id == snapshot_id))
+        _preview_run(api, "UndoPreview", vm_id=vm_id)
 
 
-def _make_floating(db: Engine, vm_id: str, disk_id: str) -> None:
-    """What CommitPreview(delete_detached_disks=false) leaves for a DETACHED disk (D11)."""
-    with db.begin() as conn:
-        conn.execute(
-            delete(Attachment).where(Attachment.vm_id == vm_id, Attachment.disk_id == disk_id)
+def _make_floating(
+    api: EngineApi, vm_id: str, disk_id: str, *, previewed: str, snapshot_id: str
+) -> None:
+    """Float ``disk_id`` with ``vm_id`` as its history VM (D11): a preview that excludes it,
+    shows ``previewed`` as in ``snapshot_id`` and keeps every other disk, then a commit."""
+    vm = _vm(api, vm_id)
+    selections = [
+        snapshots_pb2.DiskSelection(
+            disk_id=d.id,
+            snapshot_id=snapshot_id if d.id == previewed else vm.active_snapshot_id,
         )
-        conn.execute(
-            update(Volume)
-            .where(Volume.disk_id == disk_id, Volume.active.is_(True))
-            .values(owner_snapshot_id=None)
-        )
+        for d in vm.disks
+        if d.kind == inventory_pb2.DISK_KIND_IMAGE and not d.shareable and d.id != disk_id
+    ]
+    _preview_run(api, "PreviewSnapshot", vm_id=vm_id, disks=selections, exclude_disk_ids=[disk_id])
+    job = _preview_run(api, "CommitPreview", vm_id=vm_id, delete_detached_disks=False)
+    assert (disk_id, common_pb2.DISK_OUTCOME_KIND_FLOATING) in {
+        (o.disk_id, o.outcome) for o in job.outcomes
+    }
 
 
 # ---------------------------------------------------------------- a shared setup for rejections
 
 
 @pytest.fixture(scope="module")
-def setup(cluster: Cluster, db: Engine) -> Iterator[dict[str, str]]:
+def setup(cluster: Cluster) -> Iterator[dict[str, str]]:
     """VMs and disks in every state the rejection cases need."""
     api = cluster.api()
     sd0, sd1 = cluster.domain_ids[0], cluster.domain_ids[1]
@@ -290,10 +282,11 @@ def setup(cluster: Cluster, db: Engine) -> Iterator[dict[str, str]]:
     a0 = api.add_disk(a, "rej-a0", sd0, SIZE, bootable=True)
     a1 = api.add_disk(a, "rej-a1", sd1, SIZE)
     shared = api.add_disk(a, "rej-shared", sd0, SIZE, shareable=True)
-    assert api.snapshot(a, "a1 only", [a1]).state == SUCCEEDED
+    a1_only = api.snapshot(a, "a1 only", [a1])
+    assert a1_only.state == SUCCEEDED
     hist = api.add_disk(a, "rej-hist", sd1, SIZE)
     assert api.snapshot(a, "hist only", [hist]).state == SUCCEEDED
-    _make_floating(db, a, hist)
+    _make_floating(api, a, hist, previewed=a1, snapshot_id=a1_only.result.snapshot_id)
     b = api.create_vm("rej-b")
     b0 = api.add_disk(b, "rej-b0", sd0, SIZE)
     up = api.create_vm("rej-up")
@@ -317,7 +310,7 @@ def setup(cluster: Cluster, db: Engine) -> Iterator[dict[str, str]]:
         "fl": fl,
         "host0": cluster.host_ids[0],
     }
-    with _preview(db, p):
+    with _in_preview(api, p):
         api.assert_consistent()
         yield ids
 
@@ -638,7 +631,7 @@ def test_operations_on_a_locked_vm_are_aborted(cluster: Cluster) -> None:
 # ---------------------------------------------------------------- UpdateVm
 
 
-def test_update_vm_applies_only_masked_fields(cluster: Cluster, db: Engine) -> None:
+def test_update_vm_applies_only_masked_fields(cluster: Cluster) -> None:
     api = cluster.api()
     vm = api.create_vm("upd-vm", description="before")
     d0 = api.add_disk(vm, "upd-d0", cluster.domain_ids[0], SIZE, bootable=True)
@@ -685,7 +678,7 @@ def test_update_vm_applies_only_masked_fields(cluster: Cluster, db: Engine) -> N
     assert not got.locked
 
     # Clearing the home domain; UpdateVm is allowed while the VM is in preview.
-    with _preview(db, vm):
+    with _in_preview(api, vm):
         job = _update(api, vm, ["home_domain_id", "memory_mb"], memory_mb=4096)
         assert job.state == SUCCEEDED, job
         got = _vm(api, vm)
@@ -756,10 +749,14 @@ def test_run_state_up_down_and_memory_is_consumed(cluster: Cluster, db: Engine) 
     got = _vm(api, vm)
     assert got.run_state == inventory_pb2.RUN_STATE_UP and got.host_id == cluster.host_ids[1]
     assert not active_has_memory()
-    # UP again on another host (a migration) and DOWN, which clears the host.
+    # UP again on another host (a migration) and DOWN, which clears the host; both are
+    # allowed while the VM is in preview (which needs a DOWN VM to begin).
     assert _run_state(api, vm, inventory_pb2.RUN_STATE_UP, cluster.host_ids[2]).state == SUCCEEDED
     assert _vm(api, vm).host_id == cluster.host_ids[2]
-    with _preview(db, vm):
+    assert _run_state(api, vm, inventory_pb2.RUN_STATE_DOWN).state == SUCCEEDED
+    with _in_preview(api, vm):
+        up = _run_state(api, vm, inventory_pb2.RUN_STATE_UP, cluster.host_ids[0])
+        assert up.state == SUCCEEDED
         assert _run_state(api, vm, inventory_pb2.RUN_STATE_DOWN).state == SUCCEEDED
     got = _vm(api, vm)
     assert got.run_state == inventory_pb2.RUN_STATE_DOWN and got.host_id == ""
@@ -848,13 +845,15 @@ def test_shareable_and_lun_disks_attach_to_several_vms(cluster: Cluster) -> None
     api.assert_consistent()
 
 
-def test_floating_disk_with_history_goes_back_to_its_vm(cluster: Cluster, db: Engine) -> None:
+def test_floating_disk_with_history_goes_back_to_its_vm(cluster: Cluster) -> None:
     api = cluster.api()
     vm = api.create_vm("hist-1")
     other = api.create_vm("hist-2")
     disk = api.add_disk(vm, "hist-d", cluster.domain_ids[2], SIZE)
-    assert api.snapshot(vm, "S1").state == SUCCEEDED
-    _make_floating(db, vm, disk)
+    kept = api.add_disk(vm, "hist-kept", cluster.domain_ids[2], SIZE)
+    s1 = api.snapshot(vm, "S1")
+    assert s1.state == SUCCEEDED
+    _make_floating(api, vm, disk, previewed=kept, snapshot_id=s1.result.snapshot_id)
     api.assert_consistent()
     assert _disk(api, disk).history_vm_id == vm
     _rejected(
@@ -993,9 +992,11 @@ def test_remove_vm_deletes_snapshots_and_disks_keeps_shared(cluster: Cluster, db
     shared = api.add_disk(vm, "rmv-sh", cluster.domain_ids[0], SIZE, shareable=True)
     assert _attach(api, shared, other).state == SUCCEEDED
     lun = _lun_disk(api, "rmv-lun", vm)
-    assert api.snapshot(vm, "S1").state == SUCCEEDED
+    s1 = api.snapshot(vm, "S1")
+    assert s1.state == SUCCEEDED
     assert api.snapshot(vm, "S2", [d0]).state == SUCCEEDED
-    _make_floating(db, vm, hist)  # floating, its history VM is still rmv-vm
+    # Floating, its history VM is still rmv-vm; d1's head is now an overlay on S1's volume.
+    _make_floating(api, vm, hist, previewed=d1, snapshot_id=s1.result.snapshot_id)
     files = {d0: _files(cluster, 0, d0), d1: _files(cluster, 1, d1), hist: _files(cluster, 1, hist)}
     parents = {v.id: v.parent_id for d in files for v in _tree(api, d).volumes}
     assert [len(f) for f in files.values()] == [3, 2, 2]

@@ -7,98 +7,12 @@ snapshot chosen for it (or its current data when kept).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from google.protobuf import field_mask_pb2
 
 from disksnap.engine.v1 import common_pb2, inventory_pb2, snapshots_pb2
-from support import qemu
-from support.engine import Cluster, EngineApi
-
-MiB = 1024 * 1024
-SIZE = 16 * MiB
-
-
-class Vm:
-    """A test VM: disk ids by alias, the host of each disk, file access to heads."""
-
-    def __init__(self, cluster: Cluster, name: str, hosts: dict[str, int]) -> None:
-        self.cluster = cluster
-        self.api: EngineApi = cluster.api()
-        self.hosts = hosts
-        self.id = self.api.create_vm(name)
-        self.disks = {
-            alias: self.api.add_disk(self.id, alias, cluster.domain_ids[host], SIZE)
-            for alias, host in hosts.items()
-        }
-        self.alias_of = {d: a for a, d in self.disks.items()}
-
-    def path(self, alias: str, volume_id: str | None = None) -> Path:
-        disk = self.disks[alias]
-        host = self.hosts[alias]
-        volume = volume_id or self.api.heads(self.id)[disk]
-        return self.cluster.volume_path(host, self.cluster.domain_ids[host], disk, volume)
-
-    def write(self, alias: str, byte: int, slot: int) -> None:
-        qemu.write_pattern(self.path(alias), "qcow2", byte, slot * MiB, MiB)
-
-    def expect(self, alias: str, slots: dict[int, int]) -> None:
-        """Each slot (MiB offset) reads as the given byte (0 = never written)."""
-        path = self.path(alias)
-        for slot, byte in slots.items():
-            qemu.assert_pattern(path, "qcow2", byte, slot * MiB, MiB)
-        qemu.check_image(path)
-
-    def snapshot(self, description: str, aliases: list[str] | None = None) -> str:
-        disk_ids = None if aliases is None else [self.disks[a] for a in aliases]
-        job = self.api.snapshot(self.id, description, disk_ids)
-        assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job
-        return job.result.snapshot_id
-
-    def active_id(self) -> str:
-        return self.vm().active_snapshot_id
-
-    def vm(self) -> inventory_pb2.Vm:
-        return self.api.inventory.GetVm(inventory_pb2.GetVmRequest(vm_id=self.id), timeout=10).vm
-
-    def table(self) -> dict[str, tuple[int, int, dict[str, str]]]:
-        """Snapshot id → (type, status, {alias: volume id} as listed)."""
-        snaps = self.api.snapshots.ListSnapshots(
-            snapshots_pb2.ListSnapshotsRequest(vm_id=self.id), timeout=10
-        ).snapshots
-        return {
-            s.id: (
-                s.type,
-                s.status,
-                {self.alias_of.get(d.disk_id, d.disk_id): d.volume_id for d in s.disks},
-            )
-            for s in snaps
-        }
-
-    def tree(self, alias: str) -> dict[str, tuple[str, str, bool]]:
-        """Volume id → (parent id, owner snapshot id, active) for live volumes."""
-        resp = self.api.snapshots.GetDiskVolumeTree(
-            snapshots_pb2.GetDiskVolumeTreeRequest(disk_id=self.disks[alias]), timeout=10
-        )
-        return {
-            v.id: (v.parent_id, v.owner.snapshot_id, v.active)
-            for v in resp.volumes
-            if not v.pending_delete
-        }
-
-    def run(self, rpc: str, **fields: object) -> common_pb2.Job:
-        request_type = getattr(snapshots_pb2, f"{rpc}Request")
-        job = getattr(self.api.snapshots, rpc)(
-            request_type(vm_id=self.id, **fields), timeout=10
-        ).job
-        return self.api.wait_job(job.id)
-
-    def select(self, **choices: str) -> list[snapshots_pb2.DiskSelection]:
-        return [
-            snapshots_pb2.DiskSelection(disk_id=self.disks[alias], snapshot_id=snap)
-            for alias, snap in choices.items()
-        ]
-
+from support.engine import Cluster
+from support.vms import Vm
 
 OK = snapshots_pb2.SNAPSHOT_STATUS_OK
 IN_PREVIEW = snapshots_pb2.SNAPSHOT_STATUS_IN_PREVIEW
@@ -205,7 +119,7 @@ def test_undo_restores_everything_and_keeps_data_of_kept_disks(cluster: Cluster)
         inventory_pb2.UpdateVmRequest(
             vm_id=vm.id,
             config=inventory_pb2.VmConfig(cpu_count=8),
-            update_mask={"paths": ["cpu_count"]},
+            update_mask=field_mask_pb2.FieldMask(paths=["cpu_count"]),
         ),
         timeout=10,
     )
@@ -335,3 +249,44 @@ def test_overlay_failure_rolls_preview_back(cluster: Cluster, atomic_failure: st
     assert (api.heads(vm.id), vm.table(), vm.vm().config) == before
     vm.expect("d1", {0: 0x71})
     api.assert_consistent()
+
+
+def _set_bootable(vm: Vm, alias: str) -> None:
+    """Make ``alias`` the VM's only bootable disk."""
+    attrs = [
+        inventory_pb2.DiskAttributes(
+            disk_id=disk_id,
+            bootable=a == alias,
+            update_mask=field_mask_pb2.FieldMask(paths=["bootable"]),
+        )
+        for a, disk_id in sorted(vm.disks.items(), key=lambda item: item[0] != alias)
+    ]
+    job = vm.api.inventory.UpdateVm(
+        inventory_pb2.UpdateVmRequest(vm_id=vm.id, disks=attrs), timeout=10
+    ).job
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job
+
+
+def _bootable(vm: Vm) -> set[str]:
+    return {vm.alias_of[d.id] for d in vm.vm().disks if d.attachments[0].bootable}
+
+
+@pytest.mark.parametrize("config", ["current", "snapshot"])
+def test_one_bootable_disk_after_preview(cluster: Cluster, config: str) -> None:
+    """A previewed disk that was bootable in its snapshot meets a kept disk that is bootable
+    now: only the configuration source's bootable disk keeps the flag (SPEC §3.2)."""
+    vm = Vm(cluster, f"vmboot-{config}", {"a": 0, "b": 1})
+    # "first" sorts first by id, so picking "the first bootable attachment" is not enough.
+    first, second = sorted(vm.disks, key=lambda alias: vm.disks[alias])
+    _set_bootable(vm, first)
+    s1 = vm.snapshot("S1")
+    _set_bootable(vm, second)
+    fields: dict[str, object] = {"disks": vm.select(**{first: s1, second: vm.active_id()})}
+    if config == "snapshot":
+        fields["config_snapshot_id"] = s1
+    job = vm.run("PreviewSnapshot", **fields)
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job
+    assert _bootable(vm) == ({second} if config == "current" else {first})
+    vm.api.assert_consistent()
+    assert vm.run("UndoPreview").state == common_pb2.JOB_STATE_SUCCEEDED
+    assert _bootable(vm) == {second}

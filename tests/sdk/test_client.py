@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
 
 import pytest
 
@@ -13,8 +11,6 @@ from disksnap import JobState, SnapshotType, errors
 from disksnap.embedded import HOST_NAME, EmbeddedServer
 from sdk.conftest import MIB, make_vm
 from sdk.embedded_fixture import unique
-
-T = TypeVar("T")
 
 
 def test_hosts_and_domains(client: disksnap.Client, server: EmbeddedServer) -> None:
@@ -175,25 +171,15 @@ def test_disk_selection_needs_exactly_one_source() -> None:
     assert disksnap.DiskSelection("d", volume_id="v").volume_id == "v"
 
 
-def _or_skip(call: Callable[[], T]) -> T:
-    """Run an operation this engine may not offer yet; skip the test if it does not."""
-    try:
-        return call()
-    except errors.Unimplemented:
-        pytest.skip("not implemented by this engine yet")
-
-
 def test_update_vm(client: disksnap.Client, server: EmbeddedServer, vm: disksnap.Vm) -> None:
     d0 = vm.disks[0]
-    job = _or_skip(
-        lambda: client.update_vm(
-            vm.id,
-            description="updated",
-            cpu_count=4,
-            custom_properties={"k": "v"},
-            home_domain_id=server.domain_id,
-            disks=[disksnap.DiskUpdate(d0.id, alias="root", bootable=True)],
-        )
+    job = client.update_vm(
+        vm.id,
+        description="updated",
+        cpu_count=4,
+        custom_properties={"k": "v"},
+        home_domain_id=server.domain_id,
+        disks=[disksnap.DiskUpdate(d0.id, alias="root", bootable=True)],
     )
     assert job.kind is disksnap.JobKind.UPDATE_VM and job.state is JobState.SUCCEEDED
     after = client.get_vm(vm.id)
@@ -209,9 +195,7 @@ def test_update_vm(client: disksnap.Client, server: EmbeddedServer, vm: disksnap
 
 
 def test_run_state(client: disksnap.Client, server: EmbeddedServer, vm: disksnap.Vm) -> None:
-    up = _or_skip(
-        lambda: client.set_vm_run_state(vm.id, disksnap.RunState.UP, host_id=server.host_id)
-    )
+    up = client.set_vm_run_state(vm.id, disksnap.RunState.UP, host_id=server.host_id)
     assert up.kind is disksnap.JobKind.SET_VM_RUN_STATE and up.state is JobState.SUCCEEDED
     running = client.get_vm(vm.id)
     assert running.run_state is disksnap.RunState.UP and running.host_id == server.host_id
@@ -224,15 +208,15 @@ def test_run_state(client: disksnap.Client, server: EmbeddedServer, vm: disksnap
 
 def test_detach_attach_remove_disk(client: disksnap.Client, vm: disksnap.Vm) -> None:
     d1 = vm.disks[1]
-    _or_skip(lambda: client.detach_disk(d1.id, vm.id))
+    client.detach_disk(d1.id, vm.id)
     assert client.get_disk(d1.id).floating
     assert d1.id in {d.id for d in client.list_disks(floating_only=True)}
-    _or_skip(lambda: client.attach_disk(d1.id, vm.id))
+    client.attach_disk(d1.id, vm.id)
     assert not client.get_disk(d1.id).floating
     with pytest.raises(errors.PreconditionFailed) as caught:
         client.attach_disk(d1.id, vm.id)
     assert caught.value.reason == "DISK_ALREADY_ATTACHED"
-    removed = _or_skip(lambda: client.remove_disk(d1.id))
+    removed = client.remove_disk(d1.id)
     assert removed.kind is disksnap.JobKind.REMOVE_DISK and removed.succeeded
     with pytest.raises(errors.DisksNotExist):
         client.get_disk(d1.id)
@@ -241,16 +225,85 @@ def test_detach_attach_remove_disk(client: disksnap.Client, vm: disksnap.Vm) -> 
 def test_detach_disk_with_snapshot_is_refused(client: disksnap.Client, vm: disksnap.Vm) -> None:
     client.create_snapshot(vm.id, "keeps history")
     with pytest.raises(errors.PreconditionFailed) as caught:
-        _or_skip(lambda: client.detach_disk(vm.disks[0].id, vm.id))
+        client.detach_disk(vm.disks[0].id, vm.id)
     assert caught.value.reason == "CANNOT_DETACH_DISK_WITH_SNAPSHOT"
 
 
 def test_remove_vm(client: disksnap.Client, vm: disksnap.Vm) -> None:
     client.create_snapshot(vm.id, "gone soon")
-    job = _or_skip(lambda: client.remove_vm(vm.id))
+    job = client.remove_vm(vm.id)
     assert job.kind is disksnap.JobKind.REMOVE_VM and job.succeeded
     with pytest.raises(errors.VmNotExist):
         client.get_vm(vm.id)
     for disk in vm.disks:
         with pytest.raises(errors.DisksNotExist):
             client.get_disk(disk.id)
+
+
+def test_preview_undo_commit_and_restore(
+    client: disksnap.Client, server: EmbeddedServer, vm: disksnap.Vm
+) -> None:
+    d0, d1 = vm.disks
+    Outcome = disksnap.DiskOutcomeKind
+    s1 = client.create_snapshot(vm.id, "S1").result.snapshot_id or ""
+    old_heads = {d.id: d.head_volume_id for d in client.get_vm(vm.id).disks}
+
+    job = client.preview_snapshot(
+        vm.id,
+        config_snapshot_id=s1,
+        disks=[disksnap.DiskSelection(d0.id, snapshot_id=s1)],
+        exclude_disk_ids=[d1.id],
+    )
+    assert job.kind is disksnap.JobKind.PREVIEW_SNAPSHOT and job.state is JobState.SUCCEEDED
+    outcomes = {o.disk_id: o for o in job.outcomes}
+    assert outcomes[d0.id].outcome is Outcome.PREVIEWED
+    assert outcomes[d0.id].metadata == {"reattached": "false"}
+    assert outcomes[d1.id].outcome is Outcome.DETACHED
+    previewing = client.get_vm(vm.id)
+    assert previewing.in_preview
+    preview = client.list_snapshots(vm.id)[-1]
+    assert preview.type is SnapshotType.PREVIEW
+    plan = client.get_snapshot(vm.id, preview.id).preview_plan
+    assert plan is not None and plan.config_snapshot_id == s1 and not plan.restore_memory
+    categories = {e.disk_id: e.category for e in plan.entries}
+    assert categories == {
+        d0.id: disksnap.PreviewCategory.PREVIEWED,
+        d1.id: disksnap.PreviewCategory.DETACHED,
+    }
+    (d0_entry,) = (e for e in plan.entries if e.disk_id == d0.id)
+    assert d0_entry.pre_preview_head_id == old_heads[d0.id]
+
+    undone = client.undo_preview(vm.id)
+    assert undone.kind is disksnap.JobKind.UNDO_PREVIEW and undone.succeeded
+    assert {o.disk_id: o.outcome for o in undone.outcomes} == {
+        d0.id: Outcome.RESTORED,
+        d1.id: Outcome.REATTACHED,
+    }
+    after_undo = client.get_vm(vm.id)
+    assert not after_undo.in_preview
+    assert {d.id: d.head_volume_id for d in after_undo.disks} == old_heads
+
+    client.preview_snapshot(
+        vm.id,
+        disks=[disksnap.DiskSelection(d0.id, snapshot_id=s1)],
+        exclude_disk_ids=[d1.id],
+    )
+    committed = client.commit_preview(vm.id)
+    assert committed.kind is disksnap.JobKind.COMMIT_PREVIEW and committed.succeeded
+    assert {o.disk_id: o.outcome for o in committed.outcomes} == {
+        d0.id: Outcome.COMMITTED,
+        d1.id: Outcome.FLOATING,
+    }
+    assert client.get_disk(d1.id).floating
+    assert not server.volume_path(d0.id, old_heads[d0.id] or "").exists()
+
+    # A regular restore previews every disk of S1, re-attaching the floating d1 (its history
+    # VM is this one), and commits.
+    restored = client.restore_snapshot(vm.id, config_snapshot_id=s1)
+    assert restored.kind is disksnap.JobKind.RESTORE_SNAPSHOT and restored.succeeded
+    assert {o.disk_id: o.outcome for o in restored.outcomes} == {
+        d0.id: Outcome.COMMITTED,
+        d1.id: Outcome.COMMITTED,
+    }
+    assert not client.get_disk(d1.id).floating and not client.get_vm(vm.id).in_preview
+    assert client.check_consistency(vm_id=vm.id, verify_images=True) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -163,19 +164,67 @@ def test_lock_conflict(client: disksnap.Client, server: EmbeddedServer) -> None:
         first.wait()
 
 
-# Operations this engine does not offer yet raise Unimplemented; once they land, the same calls
-# (chosen to change nothing) fail their own checks instead.
+# Every implemented operation, called so that it changes nothing, fails its own check.
+IMPLEMENTED: dict[
+    str, tuple[Callable[[disksnap.Client, disksnap.Vm], object], type[errors.ApiError], str]
+] = {
+    "update_vm": (
+        lambda c, v: c.update_vm(MISSING, cpu_count=2),
+        errors.VmNotExist,
+        "VM_NOT_EXIST",
+    ),
+    "set_vm_run_state": (
+        lambda c, v: c.set_vm_run_state(MISSING, disksnap.RunState.DOWN),
+        errors.VmNotExist,
+        "VM_NOT_EXIST",
+    ),
+    "remove_vm": (lambda c, v: c.remove_vm(MISSING), errors.VmNotExist, "VM_NOT_EXIST"),
+    "remove_disk": (lambda c, v: c.remove_disk(MISSING), errors.DisksNotExist, "DISKS_NOT_EXIST"),
+    "attach_disk": (
+        lambda c, v: c.attach_disk(MISSING, v.id),
+        errors.DisksNotExist,
+        "DISKS_NOT_EXIST",
+    ),
+    "detach_disk": (
+        lambda c, v: c.detach_disk(MISSING, v.id),
+        errors.DisksNotExist,
+        "DISKS_NOT_EXIST",
+    ),
+    "preview_snapshot": (
+        lambda c, v: c.preview_snapshot(MISSING, config_snapshot_id=MISSING),
+        errors.VmNotExist,
+        "VM_NOT_EXIST",
+    ),
+    "commit_preview": (
+        lambda c, v: c.commit_preview(v.id),
+        errors.VmNotInPreview,
+        "VM_SNAPSHOT_NOT_IN_PREVIEW",
+    ),
+    "undo_preview": (
+        lambda c, v: c.undo_preview(v.id),
+        errors.VmNotInPreview,
+        "VM_SNAPSHOT_NOT_IN_PREVIEW",
+    ),
+    "restore_snapshot": (
+        lambda c, v: c.restore_snapshot(MISSING, config_snapshot_id=MISSING),
+        errors.VmNotExist,
+        "VM_NOT_EXIST",
+    ),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(IMPLEMENTED))
+def test_implemented_operations_fail_their_own_checks(
+    client: disksnap.Client, vm: disksnap.Vm, operation: str
+) -> None:
+    call, error_type, reason = IMPLEMENTED[operation]
+    with pytest.raises(error_type) as caught:
+        call(client, vm)
+    assert caught.value.reason == reason
+
+
+# Operations another change is landing: Unimplemented until then, their own checks after.
 LATER = {
-    "update_vm": lambda c, v: c.update_vm(MISSING, cpu_count=2),
-    "set_vm_run_state": lambda c, v: c.set_vm_run_state(MISSING, disksnap.RunState.DOWN),
-    "remove_vm": lambda c, v: c.remove_vm(MISSING),
-    "remove_disk": lambda c, v: c.remove_disk(MISSING),
-    "attach_disk": lambda c, v: c.attach_disk(MISSING, v.id),
-    "detach_disk": lambda c, v: c.detach_disk(MISSING, v.id),
-    "preview_snapshot": lambda c, v: c.preview_snapshot(MISSING, config_snapshot_id=MISSING),
-    "commit_preview": lambda c, v: c.commit_preview(v.id),
-    "undo_preview": lambda c, v: c.undo_preview(v.id),
-    "restore_snapshot": lambda c, v: c.restore_snapshot(MISSING, config_snapshot_id=MISSING),
     "remove_snapshot": lambda c, v: c.remove_snapshot(v.id, MISSING),
     "remove_disk_snapshots": lambda c, v: c.remove_disk_snapshots([MISSING]),
 }
@@ -192,3 +241,46 @@ def test_not_yet_implemented_operations(
     if isinstance(err, errors.Unimplemented):
         assert err.code == grpc.StatusCode.UNIMPLEMENTED
         assert err.reason == "UNIMPLEMENTED"
+
+
+# ---------------------------------------------------------------- preview errors
+
+
+def test_preview_errors(client: disksnap.Client, server: EmbeddedServer) -> None:
+    pvm = make_vm(client, server, disks=2, prefix="pverr")
+    d0, d1 = (d.id for d in sorted(pvm.disks, key=lambda d: d.alias))
+    s1 = client.create_snapshot(pvm.id, "S1").result.snapshot_id or ""
+    with pytest.raises(errors.PreviewSelectionIncomplete) as incomplete:
+        client.preview_snapshot(pvm.id, disks=[disksnap.DiskSelection(d0, snapshot_id=s1)])
+    assert incomplete.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert incomplete.value.metadata["disk_ids"] == d1
+    assert incomplete.value.metadata["disk_aliases"] == "d1"
+    with pytest.raises(errors.InvalidField) as nil:
+        client.preview_snapshot(pvm.id, config_snapshot_id="00000000-0000-0000-0000-000000000000")
+    assert nil.value.reason == "CORRUPTED_VM_SNAPSHOT_ID"
+    with pytest.raises(errors.SnapshotNotExist):
+        client.preview_snapshot(pvm.id, config_snapshot_id=MISSING)
+    with pytest.raises(errors.DiskSnapshotsNotExist):
+        client.preview_snapshot(
+            pvm.id,
+            disks=[disksnap.DiskSelection(d0, volume_id=MISSING)],
+            exclude_disk_ids=[d1],
+        )
+    with pytest.raises(errors.MemoryUnavailable) as memory:
+        client.restore_snapshot(pvm.id, config_snapshot_id=s1, restore_memory=True)
+    assert memory.value.reason == "MEMORY_NOT_AVAILABLE"
+    with pytest.raises(errors.PreconditionFailed) as nothing:
+        client.preview_snapshot(pvm.id, config_snapshot_id=pvm.active_snapshot_id)
+    assert nothing.value.reason == "CANNOT_PREVIEW_ACTIVE_SNAPSHOT"
+
+    client.preview_snapshot(pvm.id, config_snapshot_id=s1)
+    with pytest.raises(errors.VmInPreview) as in_preview:
+        client.create_snapshot(pvm.id, "while previewing")
+    assert in_preview.value.metadata["vm_name"] == pvm.name
+    client.set_vm_run_state(pvm.id, disksnap.RunState.UP, host_id=server.host_id)
+    with pytest.raises(errors.VmIsNotDown):
+        client.commit_preview(pvm.id)
+    client.set_vm_run_state(pvm.id, disksnap.RunState.DOWN)
+    assert client.undo_preview(pvm.id).succeeded
+    with pytest.raises(errors.VmNotInPreview):
+        client.undo_preview(pvm.id)

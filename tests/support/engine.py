@@ -351,7 +351,7 @@ class Cluster:
                 host_name=f"host{i}",
                 allow_fault_injection=self.allow_fault_injection,
                 faults=faults,
-                extra_args=["--engine", self.engines[0].address],
+                extra_args=["--engine", ",".join(e.agent_address for e in self.engines)],
             )
             self.agents.append(agent.start())
         api = self.api()
