@@ -338,7 +338,14 @@ class Cluster:
     domain_ids: list[str] = field(default_factory=list)
 
     def start(self) -> Cluster:
-        """Start everything and create one domain per host."""
+        """Start everything and create one domain per host (stopping it all on failure)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Cluster:
         for i in range(self.engine_count):
             self.engines.append(
                 EngineProcess(self.workdir / f"engine{i}", self.db_url, name=f"engine{i}").start()
