@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
-LONG_POLL_START = 1.0
+# Long operations are polled (SPEC §5.5): first soon, then at the time the agent's progress
+# says the operation will end, never more than LONG_POLL_CAP apart.
+LONG_POLL_START = 0.2
+LONG_POLL_MIN = 0.05
 LONG_POLL_CAP = 5.0
 
 JOB_REASON_BY_KIND = {
@@ -211,16 +214,22 @@ class StepRunner:
 
     def _poll(self, address: str, op: AgentOperation, seq: int) -> AgentOperation:
         interval = LONG_POLL_START
+        started = time.monotonic()
         last_progress = -1
         while not op.terminal:
             if self.ctx.stopping.is_set():
                 raise EngineStopping()
             time.sleep(interval)
-            interval = min(interval * 1.5, LONG_POLL_CAP)
             op = self.ctx.agents.get_operation(address, op.op_id)
             if op.progress != last_progress:
                 last_progress = op.progress
                 self._record_progress(seq, op.progress)
+            if 0 < op.progress < 100:
+                elapsed = time.monotonic() - started
+                remaining = elapsed * (100 - op.progress) / op.progress
+                interval = min(max(remaining, LONG_POLL_MIN), LONG_POLL_CAP)
+            else:
+                interval = min(interval * 1.5, LONG_POLL_CAP)
         return op
 
     def _record_progress(self, seq: int, progress: int) -> None:

@@ -160,7 +160,7 @@ def test_mtls_engine_and_agents(tmp_path: Path) -> None:
                         registry_pb2.RegisterHostRequest(name="host0", address="127.0.0.1:1"),
                         timeout=5,
                     )
-            assert refused.value.code() in (  # type: ignore[attr-defined]
+            assert refused.value.code() in (
                 grpc.StatusCode.UNAVAILABLE,
                 grpc.StatusCode.UNIMPLEMENTED,
             )

@@ -22,11 +22,18 @@ step is re-issued with its op_id and the agent returns the first outcome. The la
 a merged unit (B's row deleted, the owner's config drops the disk) is committed together
 with the caller's ``on_end`` bookkeeping.
 
-A step that fails for good ends the unit. ``B`` keeps its previous status when the agent says
-base was not modified (NOT_MERGED), and becomes ILLEGAL, still owned, when it was or when the
-outcome is unknown (FAILED_ILLEGAL): a merge or a delete of B whose agent went away may have
-changed B, so B is never left half-merged and unmarked. Re-running the removal completes it.
-Rebases already done stay done (they preserve content).
+A step that fails for good ends the unit, after one look at storage (ListVolumes):
+
+* a merge that failed after its data work (top already backed by base's parent: only the
+  agent's finalize is left) gets one more MERGE_VOLUMES step with a new op_id, committed
+  before it is sent (``follow_ups`` in the job's params), which the agent completes;
+* a backing change the failed step did make (a rebase whose header was rewritten) is
+  recorded, so the DB keeps matching storage;
+* ``B`` keeps its previous status when base was not modified (NOT_MERGED), and becomes
+  ILLEGAL, still owned, when it was, when its file is gone, or when the outcome is unknown
+  (FAILED_ILLEGAL): a merge or delete of B whose agent went away may have changed B, so B is
+  never left half-merged and unmarked. Re-running the removal completes it. Rebases already
+  done stay done (they preserve content).
 """
 
 from __future__ import annotations
@@ -83,9 +90,8 @@ class TreeModel:
         out: list[str] = []
 
         def visit(node_id: str) -> None:
-            for child in self.nodes.values():
-                if child.parent_id == node_id:
-                    visit(child.id)
+            for child in self.children(node_id, garbage=True):
+                visit(child)
             out.append(node_id)
 
         for child in self.children(volume_id, garbage=True):
@@ -224,11 +230,6 @@ class UnitEnd:
     outcome: DiskOutcome
     error: dict[str, Any] | None = None
 
-    @property
-    def merged(self) -> bool:
-        """B is gone and the content lives on in the survivor."""
-        return self.outcome is DiskOutcome.MERGED
-
 
 # Called in the transaction that ends a unit: (tx, job, unit, end).
 UnitEnded = Callable[[Repositories, Job, MergeUnit, UnitEnd], None]
@@ -243,22 +244,114 @@ def run_unit(
     on_end: UnitEnded,
 ) -> StepResult:
     """Drive one M(B) from whatever its steps record to its end (resumable at any point)."""
-    for seq in unit.seqs:
-        with ctx.tx() as (tx, job):
-            state = StepState(tx.jobs.step(job.id, seq).state)
-        if state in (StepState.PLANNED, StepState.STARTED):
-            StepRunner(ctx).run(seq, deadline=deadline)
-        with ctx.tx() as (tx, job):
-            step = tx.jobs.step(job.id, seq)
-            if step.state == StepState.DONE:
-                if _apply(tx, unit, step):
-                    on_end(tx, job, unit, UnitEnd(DiskOutcome.MERGED))
-                    return StepResult(True)
+    for planned in unit.seqs:
+        seq = planned
+        while True:
+            with ctx.tx() as (tx, job):
+                state = StepState(tx.jobs.step(job.id, seq).state)
+            if state in (StepState.PLANNED, StepState.STARTED):
+                StepRunner(ctx).run(seq, deadline=deadline)
+            with ctx.tx() as (tx, job):
+                step = tx.jobs.step(job.id, seq)
+                if step.state == StepState.DONE:
+                    if _apply(tx, unit, step):
+                        on_end(tx, job, unit, UnitEnd(DiskOutcome.MERGED))
+                        return StepResult(True)
+                    break
+                follow_up = job.params.get("follow_ups", {}).get(str(seq))
+                failed = _FailedStep.of(step)
+            if follow_up is not None:
+                seq = int(follow_up)
                 continue
-            end = _settle_failure(tx, unit, step, prior)
-            on_end(tx, job, unit, end)
-            return StepResult(False, error=end.error)
-    raise AssertionError(f"unit of volume {unit.base_id} has no final step")
+            on_storage = storage_parents(ctx, failed.domain_id, unit.disk_id, failed.host_id)
+            if seq == planned and failed.pull_finished(on_storage):
+                seq = _plan_follow_up(ctx, seq)
+                continue
+            with ctx.tx() as (tx, job):
+                step = tx.jobs.step(job.id, seq)
+                end = _settle_failure(tx, unit, step, prior, on_storage)
+                on_end(tx, job, unit, end)
+                return StepResult(False, error=end.error)
+    raise AssertionError(f"unit of volume {unit.base_id} ended without its final step")
+
+
+@dataclass(frozen=True)
+class _FailedStep:
+    kind: StepKind
+    volume_ids: tuple[str, ...]
+    base_parent_id: str | None
+    domain_id: str
+    host_id: str | None
+
+    @classmethod
+    def of(cls, step: JobStep) -> _FailedStep:
+        return cls(
+            StepKind(step.kind),
+            tuple(step.volume_ids),
+            step.params.get("base_parent_id"),
+            step.domain_id or "",
+            step.host_id,
+        )
+
+    def pull_finished(self, on_storage: Mapping[str, str | None] | None) -> bool:
+        """A merge failed after its data work: top no longer needs base on storage.
+
+        Only the agent's finalize (and base's deletion) is left, which a new operation on
+        the same volumes completes (SPEC §6.4: the agent recognises the state).
+        """
+        if self.kind is not StepKind.MERGE_VOLUMES or on_storage is None:
+            return False
+        top = self.volume_ids[1]
+        return top in on_storage and on_storage[top] == self.base_parent_id
+
+
+def _plan_follow_up(ctx: JobContext, seq: int) -> int:
+    """Commit one more attempt of step ``seq`` under a new op_id; returns its seq."""
+    with ctx.tx() as (tx, job):
+        follow_ups = dict(job.params.get("follow_ups", {}))
+        if str(seq) in follow_ups:
+            return int(follow_ups[str(seq)])
+        original = tx.jobs.step(job.id, seq)
+        new_seq = max(s.seq for s in tx.jobs.steps(job.id)) + 1
+        tx.jobs.add_step(
+            JobStep(
+                job_id=job.id,
+                seq=new_seq,
+                kind=original.kind,
+                disk_id=original.disk_id,
+                domain_id=original.domain_id,
+                host_id=original.host_id,
+                volume_ids=list(original.volume_ids),
+                params=dict(original.params),
+                op_id=f"{job.id}:{new_seq}",
+                state=StepState.PLANNED,
+                attempts=0,
+                progress=0,
+                error=None,
+                compensates=None,
+                result=None,
+                started_at=None,
+                ended_at=None,
+            )
+        )
+        job.params = {**job.params, "follow_ups": {**follow_ups, str(seq): new_seq}}
+        return new_seq
+
+
+def storage_parents(
+    ctx: JobContext, domain_id: str, disk_id: str, preferred: str | None
+) -> dict[str, str | None] | None:
+    """Volume id → backing volume id of a disk's files as the agent sees them (None: unknown)."""
+    with ctx.tx() as (tx, _job):
+        host = ctx.up_host_for(tx, domain_id, preferred)
+        address = host.address if host is not None else None
+    if address is None:
+        return None
+    try:
+        listing = ctx.agents.list_volumes(address, domain_id, disk_id)
+    except AgentCallError:
+        return None
+    return {v.volume_id: v.parent_id for v in listing.volumes}
 
 
 def _apply(tx: Repositories, unit: MergeUnit, step: JobStep) -> bool:
@@ -323,14 +416,53 @@ def base_may_be_modified(unit: MergeUnit, step: JobStep) -> bool:
 
 
 def _settle_failure(
-    tx: Repositories, unit: MergeUnit, step: JobStep, prior: Mapping[str, str]
+    tx: Repositories,
+    unit: MergeUnit,
+    step: JobStep,
+    prior: Mapping[str, str],
+    on_storage: Mapping[str, str | None] | None,
 ) -> UnitEnd:
+    _reconcile(tx, step, on_storage)
     modified = base_may_be_modified(unit, step)
+    if on_storage is not None and unit.base_id not in on_storage:
+        modified = True  # base's file is gone: its own point in time is lost
     base = tx.volumes.get(unit.base_id)
-    if base is not None:
-        base.status = VolumeStatus.ILLEGAL if modified else prior.get(base.id, VolumeStatus.OK)
+    was = prior.get(unit.base_id, VolumeStatus.OK)
+    if base is not None and base.status == VolumeStatus.LOCKED:
+        base.status = VolumeStatus.ILLEGAL if modified else was
+    elif base is not None:
+        # Settled before a crash; what was decided then stands (never downgraded).
+        modified = modified or (base.status == VolumeStatus.ILLEGAL and was != VolumeStatus.ILLEGAL)
     outcome = DiskOutcome.FAILED_ILLEGAL if modified else DiskOutcome.NOT_MERGED
     return UnitEnd(outcome, dict(step.error or {}))
+
+
+def _reconcile(
+    tx: Repositories, step: JobStep, on_storage: Mapping[str, str | None] | None
+) -> None:
+    """Record a backing change the failed step did make on storage.
+
+    A rebase can fail after qemu-img rewrote the header; a PULL merge (whose follow-up also
+    failed) after the child was rebased onto base's parent. The content is intact and, for a
+    base that has a parent, the tree stays valid (base, unchanged, just lost its child), so
+    the DB follows storage. A root base would leave two roots, and a merge whose base file is
+    gone is past repair here: both are left to the retry, which completes the merge with a
+    new operation.
+    """
+    if on_storage is None:
+        return
+    kind = StepKind(step.kind)
+    if kind is StepKind.REBASE_VOLUME:
+        volume_id, target = step.volume_ids[0], step.params.get("new_parent_id")
+    elif kind is StepKind.MERGE_VOLUMES and step.volume_ids[0] in on_storage:
+        volume_id, target = step.volume_ids[1], step.params.get("base_parent_id")
+        if target is None:
+            return  # a root base: two roots would not be a tree; the retry finishes it
+    else:
+        return
+    volume = tx.volumes.get(volume_id)
+    if volume is not None and volume_id in on_storage and on_storage[volume_id] == target:
+        volume.parent_id = target
 
 
 def measured_sizes(
