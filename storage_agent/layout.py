@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -53,6 +53,8 @@ _OP_ID = re.compile(
     r"^(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(:\d{1,9})?(:undo)?$"
 )
 _MAX_CHAIN = 4096
+# Below this many allocated bytes an unlink is cheap even with ``discard``: done inline.
+INLINE_UNLINK_BYTES = 1 << 20
 
 
 def is_id(value: str) -> bool:
@@ -109,6 +111,22 @@ def fsync_dir(path: Path) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON: tmp + fsync + rename + fsync(dir)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    stage_json(tmp, data)
+    publish(tmp, path)
+
+
+def staged_name(name: str) -> str:
+    """A fixed temporary name for a file named ``name``, for a writer whose lock makes the
+    name its own (so a crash leftover is found and replaced, unlike a random one)."""
+    return f".{name}{TMP_SUFFIX}"
+
+
+def stage_json(tmp: Path, data: Any) -> None:
+    """Write ``data`` as JSON to the new file ``tmp`` (``O_EXCL``) and fsync it.
+
+    The first half of an atomic write; :func:`publish` is the second. Staging can be done
+    early, e.g. while qemu-img runs, since nobody reads the temporary name.
+    """
     payload = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
@@ -119,6 +137,15 @@ def atomic_write_json(path: Path, data: Any) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename the staged ``tmp`` over ``path``, then fsync the directory (which also makes
+    earlier renames in that directory durable)."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -178,6 +205,7 @@ class Layout:
 
     def __init__(self, root: Path, domains: Sequence[str] = ()) -> None:
         self.root = Path(os.path.realpath(root))
+        self._prefix = str(self.root).rstrip("/")  # "" for "/", so joins never start with "//"
         self._domains = frozenset(domains)
 
     # Paths.
@@ -198,6 +226,10 @@ class Layout:
         """The volume's sidecar."""
         return self._confined(domain_id, "images", disk_id, volume_id + SIDECAR_SUFFIX)
 
+    def staged_sidecar_path(self, domain_id: str, disk_id: str, volume_id: str) -> Path:
+        """Where CreateVolume stages the new volume's sidecar (see :func:`stage_json`)."""
+        return self._confined(domain_id, "images", disk_id, staged_name(volume_id + SIDECAR_SUFFIX))
+
     def tmp_path(self, domain_id: str, disk_id: str, volume_id: str) -> Path:
         """Where a volume is written before its rename into place."""
         return self._confined(domain_id, "images", disk_id, volume_id + TMP_SUFFIX)
@@ -217,20 +249,25 @@ class Layout:
     def _confined(self, *parts: str) -> Path:
         """``root/parts...``, refusing a part that could leave the root or a symlinked part.
 
-        The root is already a realpath, so plain names without symlinks stay inside it.
+        The root is already a realpath, so plain names without symlinks stay inside it. Every
+        existing component is checked with ``lstat``; built from strings, since this runs a
+        dozen times per request and pathlib joins cost more than the ``lstat`` calls.
         """
-        current = str(self.root)
+        current = self._prefix
+        existing = True
         for part in parts:
             if not part or part in (".", "..") or "/" in part or "\0" in part:
                 raise _outside(self.root.joinpath(*parts))
             current = f"{current}/{part}"
-            try:
-                mode = os.lstat(current).st_mode
-            except FileNotFoundError:
-                break
-            if stat.S_ISLNK(mode):
-                raise _outside(Path(current))
-        return self.root.joinpath(*parts)
+            if existing:
+                try:
+                    mode = os.lstat(current).st_mode
+                except FileNotFoundError:
+                    existing = False
+                    continue
+                if stat.S_ISLNK(mode):
+                    raise _outside(Path(current))
+        return Path(current)
 
     # Domains.
 
@@ -447,7 +484,9 @@ class Trash:
 
     Unlinking a big file is slow on filesystems mounted with ``discard`` (150-500 ms per GiB),
     so merges and deletes rename the file into the domain's ``trash`` directory, or hard-link
-    it there when its name must stay until a rename replaces it, and a worker unlinks it.
+    it there when its name must stay until a rename replaces it, and a worker unlinks it
+    (operations hand it over once their outcome is recorded, see ``OpContext.defer``). Small
+    files, whose unlink is cheap, are unlinked inline, so nothing lingers after the reply.
     Leftovers of a crash are removed by :meth:`empty` (at start and by maintenance).
     """
 
@@ -460,8 +499,14 @@ class Trash:
         directory.mkdir(mode=0o700, exist_ok=True)
         return directory / secrets.token_hex(8)
 
-    def drop(self, domain_id: str, path: Path) -> bool:
-        """Remove ``path`` from its directory now and unlink it later; False if absent."""
+    def drop(
+        self,
+        domain_id: str,
+        path: Path,
+        defer: Callable[[Callable[[], object]], None] | None = None,
+    ) -> bool:
+        """Remove ``path`` from its directory now and unlink it (see :meth:`release`); False
+        if it was absent."""
         slot = self._slot(domain_id)
         try:
             os.rename(path, slot)
@@ -472,13 +517,29 @@ class Trash:
                 raise
             return remove_file(path)
         fsync_dir(path.parent)
-        self.purge(slot)
+        self.release(slot, defer)
         return True
+
+    def release(
+        self, slot: Path, defer: Callable[[Callable[[], object]], None] | None = None
+    ) -> None:
+        """Unlink a trash entry: inline when small, else in the background, handed over
+        through ``defer`` (an operation's ``OpContext.defer``) when given."""
+        try:
+            small = allocated_size(slot) <= INLINE_UNLINK_BYTES
+        except FileNotFoundError:
+            return
+        if small:
+            slot.unlink(missing_ok=True)
+        elif defer is None:
+            self.purge(slot)
+        else:
+            defer(lambda: self.purge(slot))
 
     def link(self, domain_id: str, path: Path) -> Path | None:
         """A second name for ``path`` in the trash, so replacing ``path`` frees nothing yet.
 
-        Pass the result to :meth:`purge` once ``path`` was replaced. None when ``path`` is
+        Pass the result to :meth:`release` once ``path`` was replaced. None when ``path`` is
         absent or the trash is on another filesystem (the replacement then frees inline).
         """
         slot = self._slot(domain_id)

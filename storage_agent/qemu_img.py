@@ -82,8 +82,13 @@ def version() -> str:
 
 def create_base(path: str, size: int, fmt: str) -> None:
     """Create a raw or qcow2 image of ``size`` bytes at ``path`` (overwrites it!)."""
+    start_create_base(path, size, fmt).wait()
+
+
+def start_create_base(path: str, size: int, fmt: str) -> Started:
+    """:func:`create_base`, started: the caller may work meanwhile, then ``wait()``."""
     options = ["-o", "compat=1.1"] if fmt == "qcow2" else []
-    _run([QEMU_IMG, "create", "-q", "-f", fmt, *options, path, str(size)])
+    return Started([QEMU_IMG, "create", "-q", "-f", fmt, *options, path, str(size)], output=False)
 
 
 def create_overlay(path: str, backing_name: str, backing_fmt: str, size: int) -> None:
@@ -91,22 +96,36 @@ def create_overlay(path: str, backing_name: str, backing_fmt: str, size: int) ->
 
     ``-u`` with an explicit size: the backing chain is not opened.
     """
+    start_create_overlay(path, backing_name, backing_fmt, size).wait()
+
+
+def start_create_overlay(path: str, backing_name: str, backing_fmt: str, size: int) -> Started:
+    """:func:`create_overlay`, started: the caller may work meanwhile, then ``wait()``."""
     options = ["-o", "compat=1.1", "-b", backing_name, "-F", backing_fmt, "-u"]
-    _run([QEMU_IMG, "create", "-q", "-f", "qcow2", *options, path, str(size)])
+    argv = [QEMU_IMG, "create", "-q", "-f", "qcow2", *options, path, str(size)]
+    return Started(argv, output=False)
 
 
 def info(path: str, fmt: str) -> ImageInfo:
     """``qemu-img info -U --output=json -f fmt path`` (the backing chain is not opened)."""
-    data = _json(_run([QEMU_IMG, "info", "-U", "--output=json", "-f", fmt, path]))
-    specific = data.get("format-specific", {}).get("data", {})
-    return ImageInfo(
-        format=str(data["format"]),
-        virtual_size=int(data["virtual-size"]),
-        actual_size=int(data.get("actual-size", 0)),
-        backing_name=data.get("backing-filename"),
-        backing_format=data.get("backing-filename-format"),
-        corrupt=bool(specific.get("corrupt", False)),
-    )
+    return start_info(path, fmt).wait_info()
+
+
+def start_info(path: str, fmt: str) -> Started:
+    """:func:`info`, started; collect it with ``wait_info()``."""
+    return Started([QEMU_IMG, "info", "-U", "--output=json", "-f", fmt, path])
+
+
+def infos(*images: tuple[str, str]) -> list[ImageInfo]:
+    """:func:`info` of several ``(path, fmt)`` images, run concurrently; errors in order."""
+    started: list[Started] = []
+    try:
+        for path, fmt in images:
+            started.append(start_info(path, fmt))
+        return [command.wait_info() for command in started]
+    finally:
+        for command in started:
+            command.cancel()
 
 
 def check(path: str) -> CheckReport:
@@ -190,17 +209,71 @@ def _json(text: str) -> dict[str, Any]:
 
 
 def _run(argv: list[str], *, timeout: float = SHORT_TIMEOUT_S, ok_rcs: Sequence[int] = (0,)) -> str:
-    try:
-        proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+    return Started(argv, timeout=timeout).wait(ok_rcs)
+
+
+class Started:
+    """A short command already running; :meth:`wait` collects it (call it exactly once).
+
+    Starting a command and waiting for it separately lets the caller do its own I/O while
+    qemu-img runs. ``output=False`` sends stdout to /dev/null (only stderr is collected).
+    """
+
+    def __init__(
+        self, argv: list[str], *, timeout: float = SHORT_TIMEOUT_S, output: bool = True
+    ) -> None:
+        self.argv = argv
+        self._done = False
+        self._timeout = timeout
+        self._started = time.monotonic()
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if output else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-    except subprocess.TimeoutExpired as exc:
-        stderr = (exc.stderr or b"").decode("utf-8", "replace")
-        raise QemuImgError(argv, -1, f"{stderr}\ntimed out after {timeout:.0f} s") from exc
-    stderr = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode not in ok_rcs:
-        raise QemuImgError(argv, proc.returncode, stderr)
-    return proc.stdout.decode("utf-8", "replace")
+
+    def wait(self, ok_rcs: Sequence[int] = (0,)) -> str:
+        """The command's stdout; QemuImgError on another exit code or on the timeout."""
+        self._done = True
+        remaining = max(0.0, self._timeout - (time.monotonic() - self._started))
+        try:
+            out, err = self._proc.communicate(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            out, err = self._proc.communicate()
+            stderr = (err or b"").decode("utf-8", "replace")
+            raise QemuImgError(
+                self.argv, -1, f"{stderr}\ntimed out after {self._timeout:.0f} s"
+            ) from None
+        except BaseException:
+            self._proc.kill()
+            self._proc.wait()
+            raise
+        stderr = err.decode("utf-8", "replace")
+        if self._proc.returncode not in ok_rcs:
+            raise QemuImgError(self.argv, self._proc.returncode, stderr)
+        return (out or b"").decode("utf-8", "replace")
+
+    def wait_info(self) -> ImageInfo:
+        """:meth:`wait` for an ``info --output=json`` command, parsed."""
+        data = _json(self.wait())
+        specific = data.get("format-specific", {}).get("data", {})
+        return ImageInfo(
+            format=str(data["format"]),
+            virtual_size=int(data["virtual-size"]),
+            actual_size=int(data.get("actual-size", 0)),
+            backing_name=data.get("backing-filename"),
+            backing_format=data.get("backing-filename-format"),
+            corrupt=bool(specific.get("corrupt", False)),
+        )
+
+    def cancel(self) -> None:
+        """Kill and reap the command unless it was waited for (when the caller gives up)."""
+        if not self._done:
+            self._done = True
+            self._proc.kill()
+            self._proc.communicate()
 
 
 def _run_long(

@@ -9,9 +9,12 @@ from storage_agent import qemu_img
 from storage_agent.errors import AgentError, Reason, invalid_field
 from storage_agent.faults import FaultTarget
 from storage_agent.layout import (
+    fsync_dir,
     fsync_file,
+    publish,
     remove_file,
     require_free_space,
+    stage_json,
     validate_id,
 )
 from storage_agent.locks import LockPlan
@@ -98,30 +101,48 @@ def _run(rt: Runtime, inp: CreateVolumeInput, ctx: OpContext) -> OpResult:
             leaf = not layout.children(domain, disk, volume)
             return OpResult(volume=view_of(rt, existing, leaf))
         disk_dir = layout.disk_dir(domain, disk)
-        disk_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            disk_dir.mkdir(mode=0o755, parents=True)
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(disk_dir.parent)  # the disk's first volume: make its directory durable
         require_free_space(disk_dir, NEW_VOLUME_SPACE)
         path = layout.volume_path(domain, disk, volume)
         tmp = layout.tmp_path(domain, disk, volume)
-        # A leftover from a crashed attempt; the exclusive lock makes it ours.
+        staged = layout.staged_sidecar_path(domain, disk, volume)
+        # Leftovers from a crashed attempt; the exclusive lock makes them ours.
         tmp.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
         # qemu-img create silently overwrites, so the file is claimed with O_EXCL first.
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+        meta = _meta(inp, target, ctx.op_id)
         try:
             if target.parent_id is not None:
                 assert target.parent_format is not None
-                qemu_img.create_overlay(
+                started = qemu_img.start_create_overlay(
                     str(tmp), target.parent_id, target.parent_format.qemu, target.virtual_size
                 )
             else:
-                qemu_img.create_base(str(tmp), target.virtual_size, target.format.qemu)
+                started = qemu_img.start_create_base(
+                    str(tmp), target.virtual_size, target.format.qemu
+                )
+            try:
+                # While qemu-img runs: write and fsync the sidecar under a temporary name.
+                stage_json(staged, meta.to_json())
+            except BaseException:
+                started.cancel()
+                raise
+            started.wait()
             fsync_file(tmp)
             os.rename(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
             raise
-        meta = _meta(inp, target, ctx.op_id)
-        # The sidecar's atomic write fsyncs the disk directory, making the rename durable too.
-        layout.write_sidecar(meta)
+        # Only now the sidecar appears; the fsync of the disk directory makes both renames
+        # durable.
+        publish(staged, layout.sidecar_path(domain, disk, volume))
     return OpResult(volume=view_of(rt, meta, leaf=True))
 
 
@@ -201,6 +222,7 @@ def _existing(
     ):
         meta = _meta(inp, target, op_id)
         layout.write_sidecar(meta)
+        layout.staged_sidecar_path(domain, disk, volume).unlink(missing_ok=True)
         return meta
     remove_file(path)
     return None

@@ -58,5 +58,5 @@ def _run(rt: Runtime, inp: DeleteVolumeInput, ctx: OpContext) -> OpResult:
             )
         # The tombstone goes first, so a late duplicate create cannot resurrect the volume.
         layout.write_tombstone(domain, volume, ctx.op_id)
-        removed = [rt.trash.drop(domain, path), *(remove_file(p) for p in others)]
+        removed = [rt.trash.drop(domain, path, defer=ctx.defer), *(remove_file(p) for p in others)]
     return OpResult(already_absent=not any(removed))

@@ -119,7 +119,10 @@ class _MergeJob:
         domain, disk, base, top = inp.domain_id, inp.disk_id, inp.base_id, inp.top_id
         layout.require_domain(domain)
         top_meta = require_volume(self.rt, domain, disk, top)
-        if not ctx.holds(self.plan()):
+        # Top's children cannot change while the merge holds top's exclusive lock: the
+        # finalize reuses this listing.
+        children = layout.children(domain, disk, top)
+        if not ctx.holds(LockPlan.of([base, top, *children], [inp.base_parent_id])):
             raise AgentError(
                 Reason.CHAIN_MISMATCH,
                 f"volume {top} gained children while the merge was being locked",
@@ -134,7 +137,11 @@ class _MergeJob:
         if renamed and top_format is VolumeFormat.RAW and qcow2.backing_name(str(self._path(top))):
             # Top is still the qcow2 overlay of a base that vanished, not base's raw file.
             raise _not_found(base, disk)
-        top_info = qemu_img.info(str(self._path(top)), top_format.qemu)
+        # Both inspections at once; base's is only needed (and only possible) while it exists.
+        images = [(str(self._path(top)), top_format.qemu)]
+        if base_present and base_meta is not None:
+            images.append((str(self._path(base)), base_meta.format.qemu))
+        top_info, *base_infos = qemu_img.infos(*images)
         top_backing = backing_id(top_info.backing_name, top)
 
         if not base_present:
@@ -144,11 +151,13 @@ class _MergeJob:
                 raise _mismatch(top, base, top_backing)
             # Finished on storage by an earlier attempt; complete the bookkeeping.
             direction = MergeDirection.COMMIT if renamed else _phase_direction(ctx)
-            return self._finalize(ctx, top_meta, top_format, direction, top_info.virtual_size)
+            return self._finalize(
+                ctx, top_meta, children, top_format, direction, top_info.virtual_size
+            )
 
         if base_meta is None:
             raise _not_found(base, disk)
-        base_info = qemu_img.info(str(self._path(base)), base_meta.format.qemu)
+        base_info = base_infos[0]
         base_backing = backing_id(base_info.backing_name, base)
         if base_backing != inp.base_parent_id:
             raise _mismatch(base, inp.base_parent_id, base_backing)
@@ -164,7 +173,12 @@ class _MergeJob:
         if top_backing == inp.base_parent_id:
             # A pull that finished copying; only base's deletion is left.
             return self._finalize(
-                ctx, top_meta, top_meta.format, MergeDirection.PULL, top_info.virtual_size
+                ctx,
+                top_meta,
+                children,
+                top_meta.format,
+                MergeDirection.PULL,
+                top_info.virtual_size,
             )
         # Validates every backing name qemu-img will follow.
         layout.ancestors(domain, disk, base)
@@ -190,9 +204,11 @@ class _MergeJob:
         )
         if direction is MergeDirection.COMMIT:
             return self._finalize(
-                ctx, top_meta, base_meta.format, direction, base_info.virtual_size
+                ctx, top_meta, children, base_meta.format, direction, base_info.virtual_size
             )
-        return self._finalize(ctx, top_meta, top_meta.format, direction, top_info.virtual_size)
+        return self._finalize(
+            ctx, top_meta, children, top_meta.format, direction, top_info.virtual_size
+        )
 
     def _commit(self, ctx: OpContext) -> None:
         base_path, top_path = self._path(self.inp.base_id), self._path(self.inp.top_id)
@@ -215,7 +231,9 @@ class _MergeJob:
         os.rename(base_path, top_path)
         fsync_dir(top_path.parent)
         if dropped is not None:
-            self.rt.trash.purge(dropped)
+            # Top's old data is unlinked once the outcome is recorded, so the fsyncs of the
+            # finalize and of the record do not queue behind its discards.
+            self.rt.trash.release(dropped, ctx.defer)
 
     def _pull(self, ctx: OpContext) -> None:
         inp = self.inp
@@ -246,13 +264,13 @@ class _MergeJob:
         self,
         ctx: OpContext,
         top_meta: VolumeMeta,
+        children: list[str],
         survivor_format: VolumeFormat,
         direction: MergeDirection,
         virtual_size: int,
     ) -> OpResult:
         """Rewrite top's sidecar, tombstone base, remove what is left of base."""
         inp, layout = self.inp, self.layout
-        children = layout.children(inp.domain_id, inp.disk_id, inp.top_id)
         # After a commit into a raw base the survivor is raw: its children's headers must say
         # so. Same backing file, same content: only the recorded format changes.
         for child in children if survivor_format is VolumeFormat.RAW else []:
@@ -269,7 +287,7 @@ class _MergeJob:
         if survivor != top_meta:
             layout.write_sidecar(survivor)
         layout.write_tombstone(inp.domain_id, inp.base_id, ctx.op_id)
-        self.rt.trash.drop(inp.domain_id, self._path(inp.base_id))
+        self.rt.trash.drop(inp.domain_id, self._path(inp.base_id), defer=ctx.defer)
         remove_file(layout.sidecar_path(inp.domain_id, inp.disk_id, inp.base_id))
         leaf = not children
         base_modified = bool(ctx.phase.get("base_modified", direction is MergeDirection.COMMIT))
