@@ -218,9 +218,7 @@ def _check_disk(
     if newest.id != head.id:
         report.add("INV-3", head.id, f"the head is not the newest volume ({newest.id} is)")
     attachments = list(tx.disks.attachments_of_disk(disk.id))
-    owner = snapshots.get(head.owner_snapshot_id or "") or (
-        tx.snapshots.get(head.owner_snapshot_id) if head.owner_snapshot_id else None
-    )
+    owner = _owner(tx, snapshots, head)
     if not attachments or disk.shareable:
         if head.owner_snapshot_id is not None:
             report.add("INV-4", head.id, "a floating or shareable disk's head has an owner")
@@ -233,9 +231,7 @@ def _check_disk(
     for v in live:
         if v.active:
             continue
-        o = snapshots.get(v.owner_snapshot_id or "") or (
-            tx.snapshots.get(v.owner_snapshot_id) if v.owner_snapshot_id else None
-        )
+        o = _owner(tx, snapshots, v)
         if o is None or o.type not in (SnapshotType.REGULAR, SnapshotType.PREVIEW):
             report.add("INV-8", v.id, "a non-head volume is not owned by a REGULAR or PREVIEW")
         else:
@@ -253,6 +249,13 @@ def _check_disk(
                 report.add("INV-12", v.id, "garbage volume is owned, active or not ILLEGAL")
             if v.id in children:
                 report.add("INV-12", v.id, "garbage volume has a live child")
+
+
+def _owner(tx: Repositories, known: dict[str, Snapshot], volume: Volume) -> Snapshot | None:
+    """The volume's owner, from the snapshots already read or else from the DB."""
+    if not volume.owner_snapshot_id:
+        return None
+    return known.get(volume.owner_snapshot_id) or tx.snapshots.get(volume.owner_snapshot_id)
 
 
 def _check_tree(report: _Report, disk: Disk, live: list[Volume]) -> None:

@@ -134,13 +134,7 @@ def disk_view(tx: Repositories, disk: Disk) -> DiskView:
     attachments = list(tx.disks.attachments_of_disk(disk.id))
     volumes = tx.volumes.of_disk(disk.id, include_garbage=False)
     head = next((v for v in volumes if v.active), None)
-    history = ""
-    for v in volumes:
-        if v.owner_snapshot_id and not v.active:
-            owner = tx.snapshots.get(v.owner_snapshot_id)
-            if owner is not None:
-                history = owner.vm_id
-                break
+    history = min(tx.volumes.history_vm_ids(disk.id), default="")
     status = "OK"
     if tx.locks.holders([disk_lock(disk.id)]) or any(
         v.status == VolumeStatus.LOCKED for v in volumes
