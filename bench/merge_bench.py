@@ -17,8 +17,9 @@ same way (os.sync() before every timed run; runs alternate between engine and ra
 
 N is 1 GiB (256 MiB with --quick). Reported per case: the engine's wall time, the agent
 operation's own duration (its record's created_at..updated_at) and the raw command. The gap
-between the two engine figures is the engine's GetOperation polling, which SPEC §5.5 fixes at
-1 s backing off by 1.5x to 5 s. Always exits 0 unless something fails.
+between the two engine figures is the engine's own work (admission, planning, bookkeeping):
+it long-polls GetOperation, so the merge's end is seen at once. Always exits 0 unless
+something fails.
 """
 
 from __future__ import annotations

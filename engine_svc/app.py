@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine_svc.agents.client import AgentClient
 from engine_svc.config import EngineSettings
 from engine_svc.db.models import Job
 from engine_svc.db.uow import Database
+from engine_svc.domain import JobState
 from engine_svc.queries import JobView, get_job, job_version
 from engine_svc.saga.runner import JobRunner
 
@@ -18,17 +20,23 @@ WAIT_POLL_S = 0.25
 
 @dataclass
 class EngineApp:
-    """Database, agents, settings and the job runner of one engine process."""
+    """Database, agents, settings and the job runner of one engine process.
+
+    ``shutting_down`` is set when the engine starts draining: new mutations are refused
+    with ENGINE_SHUTTING_DOWN and waiting calls return the job as it stands.
+    """
 
     db: Database
     agents: AgentClient
     settings: EngineSettings
     runner: JobRunner
+    shutting_down: threading.Event = field(default_factory=threading.Event)
 
     def admitted(self, job: Job, wait_timeout_s: int) -> JobView:
-        """After admission: wake the runner, optionally wait, return the job as it stands."""
-        self.runner.wake()
-        if wait_timeout_s > 0:
+        """After admission: start the job here, optionally wait, return the job as it stands."""
+        if JobState(job.state) is JobState.PENDING:
+            self.runner.run_admitted(job.id)
+        if wait_timeout_s > 0 and not JobState(job.state).terminal:
             self.wait(job.id, wait_timeout_s)
         return get_job(self.db, job.id)
 
@@ -36,9 +44,11 @@ class EngineApp:
         """Block until the job is terminal or ``timeout_s`` passed."""
         end = time.monotonic() + timeout_s
         events = self.runner.events
-        while (left := end - time.monotonic()) > 0:
-            mark = events.mark()
-            _version, terminal = job_version(self.db, job_id)
-            if terminal:
+        mark, terminal = events.last(job_id)
+        while not terminal and (left := end - time.monotonic()) > 0:
+            if self.shutting_down.is_set():
                 return
-            events.wait_change(mark, min(left, WAIT_POLL_S))
+            count, terminal = events.wait_change(job_id, mark, min(left, WAIT_POLL_S))
+            if count == mark:  # quiet here: another replica may be running it
+                terminal = job_version(self.db, job_id)[1]
+            mark = count

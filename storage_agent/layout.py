@@ -108,11 +108,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON: tmp + fsync + rename + fsync(dir)."""
+def atomic_write_json(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` as JSON: tmp + fsync + rename + fsync(dir).
+
+    ``durable=False`` skips both fsyncs: the replacement is still atomic, and survives the
+    process being killed, but not the machine losing power.
+    """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
-    stage_json(tmp, data)
-    publish(tmp, path)
+    stage_json(tmp, data, durable=durable)
+    publish(tmp, path, durable=durable)
 
 
 def staged_name(name: str) -> str:
@@ -121,8 +125,8 @@ def staged_name(name: str) -> str:
     return f".{name}{TMP_SUFFIX}"
 
 
-def stage_json(tmp: Path, data: Any) -> None:
-    """Write ``data`` as JSON to the new file ``tmp`` (``O_EXCL``) and fsync it.
+def stage_json(tmp: Path, data: Any, *, durable: bool = True) -> None:
+    """Write ``data`` as JSON to the new file ``tmp`` (``O_EXCL``) and fsync it (if durable).
 
     The first half of an atomic write; :func:`publish` is the second. Staging can be done
     early, e.g. while qemu-img runs, since nobody reads the temporary name.
@@ -134,7 +138,8 @@ def stage_json(tmp: Path, data: Any) -> None:
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException:
@@ -142,15 +147,16 @@ def stage_json(tmp: Path, data: Any) -> None:
         raise
 
 
-def publish(tmp: Path, path: Path) -> None:
-    """Rename the staged ``tmp`` over ``path``, then fsync the directory (which also makes
-    earlier renames in that directory durable)."""
+def publish(tmp: Path, path: Path, *, durable: bool = True) -> None:
+    """Rename the staged ``tmp`` over ``path``, then fsync the directory if durable (which
+    also makes earlier renames in that directory durable)."""
     try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

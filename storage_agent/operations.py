@@ -8,7 +8,8 @@ Short operations run inside the call: the caller gets the DONE record or the Age
 replay of a recorded failure raises the same error again). Only terminal outcomes are
 persisted, and transient failures (VOLUME_BUSY, UNAVAILABLE) not even those, so a retry
 re-executes. Every short operation is idempotent by volume id, so a crash mid-way needs no
-record either.
+record either, and its terminal record is written without fsync: the effect itself is durable
+on storage, and a record lost with the machine's power only makes a replay re-derive it.
 
 Long operations take their locks inside the call (VOLUME_BUSY is an RPC error and nothing is
 recorded), persist the record as PENDING, and run on a small thread pool; their failures are
@@ -167,9 +168,9 @@ class OperationStore:
         data = read_json(self.path(op_id))
         return OperationRecord.from_json(data) if data is not None else None
 
-    def save(self, record: OperationRecord) -> None:
-        """Write the record atomically."""
-        atomic_write_json(self.path(record.op_id), record.to_json())
+    def save(self, record: OperationRecord, *, durable: bool = True) -> None:
+        """Write the record atomically (``durable``: and fsync it, see atomic_write_json)."""
+        atomic_write_json(self.path(record.op_id), record.to_json(), durable=durable)
 
     def delete(self, op_id: str) -> None:
         """Forget ``op_id``."""
@@ -322,9 +323,11 @@ class OperationRunner:
             result = work(OpContext(self, live, None))
         except Exception as exc:
             err = as_agent_error(exc)
-            self._finish(live, None if err.retryable else (OpState.FAILED, None, err))
+            self._finish(
+                live, None if err.retryable else (OpState.FAILED, None, err), durable=False
+            )
             raise err from exc
-        record = self._finish(live, (OpState.DONE, result, None))
+        record = self._finish(live, (OpState.DONE, result, None), durable=False)
         self._faults.inject(spec.fault, "after")
         return record
 
@@ -379,9 +382,17 @@ class OperationRunner:
             count += 1
         return count
 
-    def get(self, op_id: str) -> OperationRecord:
-        """The current record of ``op_id``, else OPERATION_NOT_FOUND."""
+    def get(self, op_id: str, wait_s: float = 0.0) -> OperationRecord:
+        """The current record of ``op_id``, else OPERATION_NOT_FOUND.
+
+        With ``wait_s``, an executing operation is waited for up to that long, so a caller
+        polling a long operation hears of its end at once instead of at its next poll.
+        """
         validate_op_id(op_id)
+        with self._mutex:
+            live = self._live.get(op_id)
+        if live is not None and wait_s > 0:
+            live.done.wait(wait_s)
         with self._mutex:
             live = self._live.get(op_id)
             if live is not None:
@@ -517,8 +528,14 @@ class OperationRunner:
         self,
         live: _Live,
         outcome: tuple[OpState, OpResult | None, AgentError | None] | None,
+        *,
+        durable: bool = True,
     ) -> OperationRecord:
         """Record a terminal outcome (None: record nothing) and drop the live entry.
+
+        Short operations pass ``durable=False``: their effect is itself durable on storage
+        (a volume and its sidecar, a tombstone, a domain's metadata), so a record lost with
+        the machine's power only makes a replay re-derive the same outcome from storage.
 
         A terminal state becomes visible (GetOperation, the reply) once its record is saved
         and the deferred actions have run.
@@ -536,7 +553,7 @@ class OperationRunner:
                         progress=100 if state is OpState.DONE else live.record.progress,
                         updated_at=utc_now(),
                     )
-                    self._store.save(record)
+                    self._store.save(record, durable=durable)
             finally:
                 deferred, live.deferred = live.deferred, []
                 for action in deferred:

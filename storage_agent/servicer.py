@@ -15,7 +15,7 @@ import grpc
 from disksnap.agent.v1 import agent_pb2 as pb
 from disksnap.agent.v1 import agent_pb2_grpc
 from storage_agent import convert
-from storage_agent.errors import Code, as_agent_error, to_status
+from storage_agent.errors import Code, as_agent_error, invalid_field, to_status
 from storage_agent.ops.capabilities import capabilities
 from storage_agent.ops.create_volume import create_volume
 from storage_agent.ops.delete_volume import delete_volume
@@ -29,6 +29,8 @@ from storage_agent.runtime import Runtime
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageAgentService"].full_name
 _log = logging.getLogger(__name__)
+# Longest GetOperation long poll; the caller's deadline must allow for it.
+MAX_WAIT_MS = 60_000
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -139,7 +141,9 @@ class StorageAgentServicer(agent_pb2_grpc.StorageAgentServiceServicer):
     def GetOperation(
         self, request: pb.GetOperationRequest, context: grpc.ServicerContext
     ) -> pb.GetOperationResponse:
-        record = self._rt.runner.get(request.op_id)
+        if request.wait_ms > MAX_WAIT_MS:
+            raise invalid_field("wait_ms", f"at most {MAX_WAIT_MS}")
+        record = self._rt.runner.get(request.op_id, wait_s=request.wait_ms / 1000)
         return pb.GetOperationResponse(operation=convert.operation(record))
 
     @_rpc

@@ -175,8 +175,8 @@ class AgentClient(Protocol):
         """Start a content-preserving rebase; poll with get_operation."""
         ...
 
-    def get_operation(self, address: str, op_id: str) -> AgentOperation:
-        """The operation record."""
+    def get_operation(self, address: str, op_id: str, wait_s: float = 0.0) -> AgentOperation:
+        """The operation record; with ``wait_s``, as soon as it ends but at most that late."""
         ...
 
     def list_volumes(self, address: str, domain_id: str, disk_id: str) -> DiskListing:
@@ -237,10 +237,10 @@ class GrpcAgentClient:
                 self._stubs[address] = stub
             return stub
 
-    def _call(self, fn: Any, request: object) -> Any:
+    def _call(self, fn: Any, request: object, *, extra_s: float = 0.0) -> Any:
         try:
             # Wait for a (re)connecting channel within the deadline rather than failing fast.
-            return fn(request, timeout=self.timeout, wait_for_ready=True)
+            return fn(request, timeout=self.timeout + extra_s, wait_for_ready=True)
         except grpc.RpcError as exc:
             raise AgentCallError(_failure_from_rpc(exc)) from exc
 
@@ -330,9 +330,11 @@ class GrpcAgentClient:
         )
         return _operation(resp.operation)
 
-    def get_operation(self, address: str, op_id: str) -> AgentOperation:
+    def get_operation(self, address: str, op_id: str, wait_s: float = 0.0) -> AgentOperation:
         resp: agent_pb2.GetOperationResponse = self._call(
-            self._stub(address).GetOperation, agent_pb2.GetOperationRequest(op_id=op_id)
+            self._stub(address).GetOperation,
+            agent_pb2.GetOperationRequest(op_id=op_id, wait_ms=int(wait_s * 1000)),
+            extra_s=wait_s,
         )
         return _operation(resp.operation)
 

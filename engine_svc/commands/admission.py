@@ -150,8 +150,12 @@ def require_down(vm: Vm) -> None:
 
 def require_domains(
     tx: Repositories, settings: EngineSettings, needs: Mapping[str, int], now: datetime
-) -> None:
-    """Every domain exists, is ACTIVE and keeps the critical reserve after ``needs`` bytes."""
+) -> dict[str, str]:
+    """Every domain exists, is ACTIVE and keeps the critical reserve after ``needs`` bytes.
+
+    Returns, per domain, the UP host ``pick_host`` would choose for its steps.
+    """
+    hosts: dict[str, str] = {}
     for domain_id in sorted(needs):
         domain = tx.hosts.domain(domain_id)
         if domain is None:
@@ -160,11 +164,12 @@ def require_domains(
                 f"storage domain {domain_id} does not exist",
                 domain_id=domain_id,
             )
-        reports = [
-            hd
+        serving = [
+            (hd, host)
             for hd, host in tx.hosts.serving(domain_id)
             if host_is_up(host, now, settings.heartbeat_interval)
         ]
+        reports = [hd for hd, _host in serving]
         if not reports:
             raise PreconditionFailed(
                 "STORAGE_DOMAIN_STATUS_ILLEGAL",
@@ -185,6 +190,8 @@ def require_domains(
                 required_bytes=required,
                 free_bytes=free,
             )
+        hosts[domain_id] = serving[0][1].id
+    return hosts
 
 
 def pick_host(tx: Repositories, settings: EngineSettings, domain_id: str, now: datetime) -> str:

@@ -11,7 +11,6 @@ from engine_svc.commands.admission import (
     existing_job,
     finish_db_only,
     new_job,
-    pick_host,
     plan_step,
     request_hash,
     require_domains,
@@ -20,6 +19,7 @@ from engine_svc.commands.admission import (
 )
 from engine_svc.config import EngineSettings
 from engine_svc.db.models import Job, Snapshot, Volume
+from engine_svc.db.repos.hosts import host_is_up
 from engine_svc.db.uow import Database
 from engine_svc.domain import (
     AttachmentState,
@@ -189,6 +189,13 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
                     run_state=vm.run_state,
                 )
             host = tx.hosts.get(vm.host_id or "")
+            if host is not None and not host_is_up(host, now, settings.heartbeat_interval):
+                raise PreconditionFailed(
+                    "HOST_NOT_UP",
+                    f"host {host.name} of VM {vm.name} is not UP: its memory cannot be saved",
+                    host_id=host.id,
+                    host_name=host.name,
+                )
             if host is None or not host.live_ops:
                 raise PreconditionFailed(
                     "HOST_CANNOT_SAVE_MEMORY",
@@ -206,7 +213,7 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
         for disk_id in selected:
             domain_id = heads[disk_id].domain_id
             needs[domain_id] = needs.get(domain_id, 0) + OVERLAY_BYTES
-        require_domains(tx, settings, needs, now)
+        hosts = require_domains(tx, settings, needs, now)
 
         active = tx.snapshots.active_of(vm.id)
         entries = [disk_entry(attached_disks[d], attachments[d], heads[d]) for d in selected]
@@ -252,7 +259,7 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
                     job,
                     seq,
                     StepKind.CREATE_VOLUME,
-                    host_id=pick_host(tx, settings, head.domain_id, now),
+                    host_id=hosts[head.domain_id],
                     domain_id=head.domain_id,
                     disk_id=disk_id,
                     volume_ids=[overlay_id],

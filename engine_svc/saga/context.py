@@ -13,19 +13,24 @@ from engine_svc.db.models import Host, Job, JobStep
 from engine_svc.db.repos import Repositories
 from engine_svc.db.repos.hosts import host_is_up
 from engine_svc.db.uow import Database
-from engine_svc.domain import StepKind, utcnow
+from engine_svc.domain import JobState, StepKind, utcnow
 from engine_svc.saga.events import JobEvents
 
 
 @dataclass
 class JobContext:
-    """One claimed job: every write goes through ``tx()``, which checks the lease."""
+    """One claimed job: every write goes through ``tx()``, which checks the lease.
+
+    ``claimed_state`` is the job's state when this worker claimed it (never PENDING: the
+    claim starts a pending job), where its flow resumes from.
+    """
 
     db: Database
     agents: AgentClient
     settings: EngineSettings
     job_id: str
     epoch: int
+    claimed_state: JobState
     stopping: threading.Event
     events: JobEvents
 
@@ -39,7 +44,7 @@ class JobContext:
         with self.db.transaction(durable=False) as tx:
             job = tx.jobs.fence(self.job_id, self.epoch)
             yield tx, job
-        self.events.changed()
+        self.events.changed(self.job_id, terminal=JobState(job.state).terminal)
 
     def host_for_step(self, tx: Repositories, step: JobStep) -> Host | None:
         """The UP host to run a step on: its own host for INIT_DOMAIN (the domain is not

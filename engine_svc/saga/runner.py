@@ -19,9 +19,9 @@ from sqlalchemy import update
 from engine_svc.agents.client import AgentClient
 from engine_svc.config import EngineSettings
 from engine_svc.db.models import Job
-from engine_svc.db.repos.jobs import LeaseLost
+from engine_svc.db.repos.jobs import Claim, LeaseLost
 from engine_svc.db.uow import Database
-from engine_svc.domain import ACTIVE_JOB_STATES, JobKind, new_id, utcnow
+from engine_svc.domain import ACTIVE_JOB_STATES, new_id, utcnow
 from engine_svc.errors import Unavailable
 from engine_svc.saga.context import JobContext
 from engine_svc.saga.events import JobEvents
@@ -96,31 +96,55 @@ class JobRunner:
                 log.exception("claiming jobs failed")
             self._wake.wait(interval)
 
-    def _claim_some(self) -> None:
+    def run_admitted(self, job_id: str) -> None:
+        """Claim a job this process just admitted and run it now, without waiting for the
+        claim loop; if every worker is busy, the claim loop takes it when one frees up."""
+        if self._free_workers() <= 0:
+            self._wake.set()
+            return
+        now = utcnow()
+        with self.db.transaction(durable=False) as tx:
+            claim = tx.jobs.claim(job_id, self.owner, now, now + self.settings.lease)
+        if claim is not None:
+            self._submit(claim)
+
+    def _free_workers(self) -> int:
         with self._guard:
-            free = self.settings.worker_threads - len(self._held)
+            return self.settings.worker_threads - len(self._held)
+
+    def _claim_some(self) -> None:
+        free = self._free_workers()
         if free <= 0:
             return
         now = utcnow()
-        claimed: list[tuple[str, int, JobKind]] = []
+        claimed: list[Claim] = []
         with self.db.transaction(durable=False) as tx:
             for job_id in tx.jobs.claimable(now, free):
-                epoch = tx.jobs.claim(job_id, self.owner, now, now + self.settings.lease)
-                if epoch is not None:
-                    job = tx.jobs.get(job_id)
-                    assert job is not None
-                    claimed.append((job_id, epoch, JobKind(job.kind)))
-        for job_id, epoch, kind in claimed:
-            with self._guard:
-                self._held[job_id] = epoch
-            self._pool.submit(self._execute, job_id, epoch, kind)
+                claim = tx.jobs.claim(job_id, self.owner, now, now + self.settings.lease)
+                if claim is not None:
+                    claimed.append(claim)
+        for claim in claimed:
+            self._submit(claim)
 
-    def _execute(self, job_id: str, epoch: int, kind: JobKind) -> None:
+    def _submit(self, claim: Claim) -> None:
+        with self._guard:
+            self._held[claim.job_id] = claim.epoch
+        self._pool.submit(self._execute, claim)
+
+    def _execute(self, claim: Claim) -> None:
+        job_id = claim.job_id
         ctx = JobContext(
-            self.db, self.agents, self.settings, job_id, epoch, self._stopping, self.events
+            self.db,
+            self.agents,
+            self.settings,
+            job_id,
+            claim.epoch,
+            claim.state,
+            self._stopping,
+            self.events,
         )
         try:
-            FLOWS[kind](ctx)
+            FLOWS[claim.kind](ctx)
         except LeaseLost:
             log.warning("lost the lease of job %s; another engine continues it", job_id)
         except EngineStopping:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import grpc
 
 from engine_svc.agents.client import AgentCallError, AgentFailure, AgentOperation, OpState
-from engine_svc.db.models import Job, JobStep
+from engine_svc.db.models import Host, Job, JobStep
 from engine_svc.db.repos import Repositories
 from engine_svc.domain import StepKind, StepState, check_step_transition, utcnow
 from engine_svc.saga.context import JobContext
@@ -26,10 +27,10 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
-# Long operations are polled (SPEC §5.5): first soon, then at the time the agent's progress
-# says the operation will end, never more than LONG_POLL_CAP apart.
-LONG_POLL_START = 0.2
-LONG_POLL_MIN = 0.05
+# Long operations are long-polled (SPEC §5.5): the agent answers when the operation ends or
+# after the wait, which starts at 1 s and grows by half up to 5 s.
+LONG_POLL_START = 1.0
+LONG_POLL_BACKOFF = 1.5
 LONG_POLL_CAP = 5.0
 
 JOB_REASON_BY_KIND = {
@@ -80,26 +81,53 @@ class StepRunner:
         compensations pass the compensation budget).
         """
         with self.ctx.tx() as (tx, _job):
-            step = tx.jobs.step(self.ctx.job_id, seq)
+            begun = self.begin(tx, [tx.jobs.step(self.ctx.job_id, seq)])[seq]
+        return self.drive(begun, deadline=deadline, budget=budget)
+
+    def begin(self, tx: Repositories, steps: Iterable[JobStep]) -> dict[int, Begun]:
+        """Mark steps STARTED (one more attempt) in the caller's transaction, which must
+        commit before ``drive``: a flow starting several steps pays one transaction."""
+        hosts: dict[tuple[str, str, str | None], Host | None] = {}
+        begun = {}
+        for step in steps:
             state = StepState(step.state)
             if state is StepState.DONE:
-                return StepResult(True)
+                begun[step.seq] = Begun(step.seq, StepResult(True))
+                continue
             if state is StepState.FAILED:
-                return StepResult(False, error=step.error)
+                begun[step.seq] = Begun(step.seq, StepResult(False, error=step.error))
+                continue
             if state is StepState.PLANNED:
                 check_step_transition(state, StepState.STARTED)
                 step.state = StepState.STARTED
                 step.started_at = utcnow()
             step.attempts += 1
-            target = self._target(tx, step)
-        return self._drive(seq, deadline, budget or self.ctx.settings.transient_budget, target)
+            key = (step.kind, step.domain_id or "", step.host_id)
+            if key not in hosts:
+                hosts[key] = self.ctx.host_for_step(tx, step)
+            begun[step.seq] = Begun(step.seq, None, _point(step, hosts[key]))
+        return begun
 
-    def _target(self, tx: Repositories, step: JobStep) -> tuple[str | None, _StepCall]:
-        """The agent address to call (None: no UP host) and what to call it with."""
-        host = self.ctx.host_for_step(tx, step)
-        if host is not None and host.id != step.host_id:
-            step.host_id = host.id
-        return (host.address if host is not None else None), _StepCall.of(step)
+    def drive(
+        self,
+        begun: Begun,
+        *,
+        deadline: datetime | None,
+        budget: timedelta | None = None,
+        record_success: bool = True,
+    ) -> StepResult:
+        """Call the agent for a begun step until it is DONE or FAILED (see ``run``).
+
+        A failure is recorded at once. ``record_success=False`` leaves a success for the
+        caller to record with ``record_done`` in its next transaction (a flow that finalizes
+        right after saves one transaction per step; until then the step stays STARTED and a
+        resumed job re-issues its op_id, which returns the same outcome).
+        """
+        if begun.ended is not None:
+            return begun.ended
+        assert begun.target is not None
+        budget_td = budget or self.ctx.settings.transient_budget
+        return self._drive(begun.seq, deadline, budget_td, begun.target, record_success)
 
     def _drive(
         self,
@@ -107,6 +135,7 @@ class StepRunner:
         deadline: datetime | None,
         budget_td: timedelta,
         target: tuple[str | None, _StepCall],
+        record_success: bool = True,
     ) -> StepResult:
         ctx = self.ctx
         budget = budget_td.total_seconds()
@@ -120,7 +149,8 @@ class StepRunner:
                 return self._fail(seq, "STEP_DEADLINE_EXCEEDED", "the job's deadline passed", last)
             if first_failure is not None:
                 with ctx.tx() as (tx, _job):
-                    target = self._target(tx, tx.jobs.step(ctx.job_id, seq))
+                    step = tx.jobs.step(ctx.job_id, seq)
+                    target = _point(step, ctx.host_for_step(tx, step))
             address, snapshot = target
             try:
                 if address is None:
@@ -138,7 +168,7 @@ class StepRunner:
                     snapshot.kind is StepKind.DELETE_VOLUME
                     and failure.code is grpc.StatusCode.NOT_FOUND
                 ):
-                    return self._done(seq, None)
+                    return self._done(seq, None) if record_success else StepResult(True)
                 if not failure.transient:
                     return self._fail(
                         seq, JOB_REASON_BY_KIND[snapshot.kind], failure.message, failure
@@ -155,7 +185,7 @@ class StepRunner:
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
             if op.state is OpState.DONE:
-                return self._done(seq, op)
+                return self._done(seq, op) if record_success else StepResult(True, op)
             assert op.error is not None or op.state is OpState.ABORTED
             failure = op.error or AgentFailure(
                 grpc.StatusCode.ABORTED, "ABORTED", "operation aborted"
@@ -213,23 +243,18 @@ class StepRunner:
         raise NotImplementedError(f"step kind {kind} is not executable in v1")
 
     def _poll(self, address: str, op: AgentOperation, seq: int) -> AgentOperation:
-        interval = LONG_POLL_START
-        started = time.monotonic()
+        """Long-poll the agent (SPEC §5.5 cadence, 1 s backing off to 5 s): each call returns
+        as soon as the operation ends, so its end is seen without waiting for a poll tick."""
+        wait = LONG_POLL_START
         last_progress = -1
         while not op.terminal:
             if self.ctx.stopping.is_set():
                 raise EngineStopping()
-            time.sleep(interval)
-            op = self.ctx.agents.get_operation(address, op.op_id)
+            op = self.ctx.agents.get_operation(address, op.op_id, wait_s=wait)
             if op.progress != last_progress:
                 last_progress = op.progress
                 self._record_progress(seq, op.progress)
-            if 0 < op.progress < 100:
-                elapsed = time.monotonic() - started
-                remaining = elapsed * (100 - op.progress) / op.progress
-                interval = min(max(remaining, LONG_POLL_MIN), LONG_POLL_CAP)
-            else:
-                interval = min(interval * 1.5, LONG_POLL_CAP)
+            wait = min(wait * LONG_POLL_BACKOFF, LONG_POLL_CAP)
         return op
 
     def _record_progress(self, seq: int, progress: int) -> None:
@@ -238,28 +263,7 @@ class StepRunner:
 
     def _done(self, seq: int, op: AgentOperation | None) -> StepResult:
         with self.ctx.tx() as (tx, job):
-            step = tx.jobs.step(self.ctx.job_id, seq)
-            check_step_transition(StepState(step.state), StepState.DONE)
-            step.state = StepState.DONE
-            step.progress = 100
-            step.ended_at = utcnow()
-            _recompute_progress(tx, job)
-            if op is not None:
-                step.result = {
-                    "already_absent": op.already_absent,
-                    "direction": op.direction,
-                    "base_modified": op.base_modified,
-                    "domain_free_bytes": op.domain_free_bytes,
-                    "domain_total_bytes": op.domain_total_bytes,
-                    "volume": None
-                    if op.volume is None
-                    else {
-                        "parent_id": op.volume.parent_id,
-                        "format": op.volume.format,
-                        "virtual_size": op.volume.virtual_size,
-                        "actual_size": op.volume.actual_size,
-                    },
-                }
+            record_done(tx, job, tx.jobs.step(self.ctx.job_id, seq), op)
         return StepResult(True, op)
 
     def _fail(
@@ -284,11 +288,53 @@ class StepRunner:
         return StepResult(False, op, error)
 
 
+def record_done(tx: Repositories, job: Job, step: JobStep, op: AgentOperation | None) -> None:
+    """Record a step as DONE with what the agent returned, in the caller's transaction."""
+    check_step_transition(StepState(step.state), StepState.DONE)
+    step.state = StepState.DONE
+    step.progress = 100
+    step.ended_at = utcnow()
+    _recompute_progress(tx, job)
+    if op is not None:
+        step.result = {
+            "already_absent": op.already_absent,
+            "direction": op.direction,
+            "base_modified": op.base_modified,
+            "domain_free_bytes": op.domain_free_bytes,
+            "domain_total_bytes": op.domain_total_bytes,
+            "volume": None
+            if op.volume is None
+            else {
+                "parent_id": op.volume.parent_id,
+                "format": op.volume.format,
+                "virtual_size": op.volume.virtual_size,
+                "actual_size": op.volume.actual_size,
+            },
+        }
+
+
+def _point(step: JobStep, host: Host | None) -> tuple[str | None, _StepCall]:
+    """Record ``host`` as the step's host; the address to call (None: no UP host) and what
+    to call it with."""
+    if host is not None and host.id != step.host_id:
+        step.host_id = host.id
+    return (host.address if host is not None else None), _StepCall.of(step)
+
+
 def _recompute_progress(tx: Repositories, job: Job) -> None:
     """Job progress = share of steps that reached a terminal state (kept below 100)."""
     steps = tx.jobs.steps(job.id)
     done = sum(1 for s in steps if s.state not in (StepState.PLANNED, StepState.STARTED))
     job.progress = min(99, int(100 * done / len(steps))) if steps else 0
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A step after ``StepRunner.begin``: already ended, or where and what to call."""
+
+    seq: int
+    ended: StepResult | None = None
+    target: tuple[str | None, _StepCall] | None = None
 
 
 class EngineStopping(Exception):

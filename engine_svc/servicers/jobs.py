@@ -59,7 +59,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         seen = -1
         events = self.app.runner.events
         while context.is_active():
-            mark = events.mark()
+            mark, _ = events.last(request.job_id)
             version, _terminal = queries.job_version(self.app.db, request.job_id)
             if version != seen:
                 view = queries.get_job(self.app.db, request.job_id)
@@ -67,4 +67,4 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 yield jobs_pb2.WatchJobResponse(job=convert.job_to_proto(view))
                 if JobState(view.job.state).terminal:
                     return
-            events.wait_change(mark, WATCH_POLL_S)
+            events.wait_change(request.job_id, mark, WATCH_POLL_S)

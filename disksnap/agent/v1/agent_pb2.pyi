@@ -1047,15 +1047,21 @@ class GetOperationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OP_ID_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
     op_id: _builtins.str
+    wait_ms: _builtins.int
+    """Long poll: if the operation is still executing, answer when it ends or after this
+    many milliseconds, whichever comes first (0: answer at once; at most 60000).
+    """
     def __init__(
         self,
         *,
         op_id: _builtins.str = ...,
+        wait_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["op_id", b"op_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["op_id", b"op_id", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Job, JobStep
-from engine_svc.domain import ACTIVE_JOB_STATES, JobState, check_job_transition
+from engine_svc.domain import ACTIVE_JOB_STATES, JobKind, JobState, check_job_transition
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker now holds: its lease epoch, its state after the claim, its kind."""
+
+    job_id: str
+    epoch: int
+    state: JobState
+    kind: JobKind
 
 
 class LeaseLost(Exception):
@@ -94,9 +105,12 @@ class JobRepository:
             stmt = stmt.with_for_update(skip_locked=True)
         return self.session.scalars(stmt).all()
 
-    def claim(self, job_id: str, owner: str, now: datetime, until: datetime) -> int | None:
-        """Take the lease if it is free or expired; returns the new epoch, or None."""
-        result = self.session.execute(
+    def claim(self, job_id: str, owner: str, now: datetime, until: datetime) -> Claim | None:
+        """Take the lease if it is free or expired, or None.
+
+        Claiming a PENDING job starts it (PENDING → RUNNING, SPEC §5.2) in the same update.
+        """
+        row = self.session.execute(
             update(Job)
             .where(
                 Job.id == job_id,
@@ -108,12 +122,15 @@ class JobRepository:
                 lease_epoch=Job.lease_epoch + 1,
                 lease_expires_at=until,
                 version=Job.version + 1,
+                state=case((Job.state == JobState.PENDING, JobState.RUNNING), else_=Job.state),
+                started_at=func.coalesce(Job.started_at, now),
             )
+            .returning(Job.lease_epoch, Job.state, Job.kind)
             .execution_options(synchronize_session=False)
-        )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        ).one_or_none()
+        if row is None:
             return None
-        return int(self.session.scalar(select(Job.lease_epoch).where(Job.id == job_id)) or 0)
+        return Claim(job_id, int(row.lease_epoch), JobState(row.state), JobKind(row.kind))
 
     def renew(self, job_id: str, epoch: int, until: datetime) -> bool:
         """Extend our lease; False means it was lost."""

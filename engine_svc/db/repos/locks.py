@@ -26,17 +26,22 @@ class LockRepository:
         The caller raises on a non-empty result, so its transaction rolls back and no key
         stays taken (all-or-nothing).
         """
-        conflicts: list[str] = []
-        for key in sorted(set(keys)):
-            stmt = (
-                self._insert(Lock)
-                .values(key=key, job_id=job_id, job_kind=job_kind, acquired_at=now)
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(Lock.key)
+        wanted = sorted(set(keys))
+        if not wanted:
+            return []
+        stmt = (
+            self._insert(Lock)
+            .values(
+                [
+                    {"key": key, "job_id": job_id, "job_kind": job_kind, "acquired_at": now}
+                    for key in wanted
+                ]
             )
-            if self.session.execute(stmt).scalar_one_or_none() is None:
-                conflicts.append(key)
-        return conflicts
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(Lock.key)
+        )
+        taken = set(self.session.scalars(stmt))
+        return [key for key in wanted if key not in taken]
 
     def holders(self, keys: Iterable[str]) -> dict[str, Lock]:
         """The lock rows among ``keys``, by key."""

@@ -8,7 +8,6 @@ from engine_svc.saga.flows.common import (
     drop_or_garbage,
     finish,
     set_outcome,
-    start,
     undo_created_volume,
 )
 from engine_svc.saga.steps import StepRunner
@@ -18,7 +17,7 @@ SEQ = 1
 
 def run(ctx: JobContext) -> None:
     """Drive an AddDisk job to a terminal state."""
-    state = start(ctx)
+    state = ctx.claimed_state
     with ctx.tx() as (_tx, job):
         disk_id, volume_id, deadline = (
             job.params["disk_id"],

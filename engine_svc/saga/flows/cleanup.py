@@ -15,13 +15,13 @@ from typing import Any
 
 from engine_svc.domain import DiskOutcome, JobState, StepState
 from engine_svc.saga.context import JobContext
-from engine_svc.saga.flows.common import finish, run_parallel, set_outcome, start
+from engine_svc.saga.flows.common import finish, run_parallel, set_outcome
 from engine_svc.saga.steps import StepResult, StepRunner
 
 
 def run(ctx: JobContext) -> None:
     """Drive a job whose work is only cleanup to a terminal state."""
-    if start(ctx) is JobState.RUNNING:
+    if ctx.claimed_state is JobState.RUNNING:
         clean_up(ctx)
 
 

@@ -1,4 +1,4 @@
-"""Pieces every flow uses: start, finish, parallel steps, undoing a created volume."""
+"""Pieces every flow uses: finish, parallel steps, undoing a created volume."""
 
 from __future__ import annotations
 
@@ -11,15 +11,6 @@ from engine_svc.db.repos import Repositories
 from engine_svc.domain import JobState, StepKind, StepState, VolumeStatus, utcnow
 from engine_svc.saga.context import JobContext
 from engine_svc.saga.steps import StepResult, StepRunner
-
-
-def start(ctx: JobContext) -> JobState:
-    """PENDING → RUNNING on first claim; returns the job's state."""
-    with ctx.tx() as (tx, job):
-        if job.state == JobState.PENDING:
-            tx.jobs.transition(job, JobState.RUNNING, ctx.epoch)
-            job.started_at = utcnow()
-        return JobState(job.state)
 
 
 def finish(
@@ -58,8 +49,8 @@ def run_parallel(
 ) -> dict[int, StepResult]:
     """Run ``fn(seq)`` for every seq, at most ``max_parallel_disks`` at a time."""
     seqs = list(items)
-    if not seqs:
-        return {}
+    if len(seqs) <= 1:
+        return {seq: fn(seq) for seq in seqs}
     with ThreadPoolExecutor(max_workers=ctx.settings.max_parallel_disks) as pool:
         futures = {seq: pool.submit(fn, seq) for seq in seqs}
         return {seq: f.result() for seq, f in futures.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine_svc.domain import JobState, utcnow
 from engine_svc.saga.context import JobContext
-from engine_svc.saga.flows.common import finish, start
+from engine_svc.saga.flows.common import finish
 from engine_svc.saga.steps import StepRunner
 
 SEQ = 1
@@ -12,7 +12,7 @@ SEQ = 1
 
 def run(ctx: JobContext) -> None:
     """Drive a CreateStorageDomain job to a terminal state."""
-    if start(ctx) is not JobState.RUNNING:
+    if ctx.claimed_state is not JobState.RUNNING:
         return
     with ctx.tx() as (tx, job):
         deadline = job.prepare_deadline

@@ -19,45 +19,41 @@ from engine_svc.saga.flows.common import (
     finish,
     run_parallel,
     set_outcome,
-    start,
     undo_created_volume,
 )
-from engine_svc.saga.steps import StepResult, StepRunner
+from engine_svc.saga.steps import StepResult, StepRunner, record_done
 from engine_svc.snapshot_config import restrict
 
 
 def run(ctx: JobContext) -> None:
     """Drive a CreateSnapshot job from whatever state it is in to a terminal one."""
-    state = start(ctx)
+    state = ctx.claimed_state
     if state is JobState.RUNNING:
-        _prepare(ctx)
-        state = _finalize(ctx)
+        state = _finalize(ctx, _prepare(ctx))
     if state is JobState.COMPENSATING:
         _rollback(ctx)
 
 
-def _plan(ctx: JobContext) -> tuple[dict[str, Any], Any]:
-    with ctx.tx() as (_tx, job):
-        return dict(job.params), job.prepare_deadline
-
-
-def _prepare(ctx: JobContext) -> None:
-    params, deadline = _plan(ctx)
-    entries = {int(e["seq"]): e for e in params["disks"]}
+def _prepare(ctx: JobContext) -> dict[int, StepResult]:
+    """Run every pending step; successes are returned for ``_finalize`` to record."""
+    runner = StepRunner(ctx)
+    with ctx.tx() as (tx, job):
+        entries = {int(e["seq"]): e for e in job.params["disks"]}
+        deadline = job.prepare_deadline
+        pending = [
+            s
+            for s in tx.jobs.steps(job.id)
+            if s.seq in entries and s.state != StepState.COMPENSATED
+        ]
+        begun = runner.begin(tx, pending)
 
     def one_disk(seq: int) -> StepResult:
-        result = StepRunner(ctx).run(seq, deadline=deadline)
+        result = runner.drive(begun[seq], deadline=deadline, record_success=False)
         if not result.ok:
             _compensate_disk(ctx, entries[seq])
         return result
 
-    with ctx.tx() as (tx, job):
-        pending = [
-            s.seq
-            for s in tx.jobs.steps(job.id)
-            if s.seq in entries and s.state != StepState.COMPENSATED
-        ]
-    run_parallel(ctx, pending, one_disk)
+    return run_parallel(ctx, begun, one_disk)
 
 
 def _compensate_disk(ctx: JobContext, entry: dict[str, Any]) -> None:
@@ -69,10 +65,13 @@ def _compensate_disk(ctx: JobContext, entry: dict[str, Any]) -> None:
             head.status = VolumeStatus.OK
 
 
-def _finalize(ctx: JobContext) -> JobState:
+def _finalize(ctx: JobContext, results: dict[int, StepResult]) -> JobState:
     with ctx.tx() as (tx, job):
         params = job.params
         steps = {s.seq: s for s in tx.jobs.steps(job.id)}
+        for seq, outcome in results.items():
+            if outcome.ok and steps[seq].state == StepState.STARTED:
+                record_done(tx, job, steps[seq], outcome.operation)
         entries = params["disks"]
         ok = [e for e in entries if steps[int(e["seq"])].state == StepState.DONE]
         failed = [e for e in entries if e not in ok]
@@ -94,9 +93,9 @@ def _finalize(ctx: JobContext) -> JobState:
             head.status = VolumeStatus.OK
             overlay.active = True
             overlay.status = VolumeStatus.OK
-            result = steps[int(e["seq"])].result or {}
-            if result.get("volume"):
-                overlay.actual_size = int(result["volume"]["actual_size"])
+            recorded = steps[int(e["seq"])].result or {}
+            if recorded.get("volume"):
+                overlay.actual_size = int(recorded["volume"]["actual_size"])
             set_outcome(
                 job,
                 e["disk_id"],
@@ -122,8 +121,8 @@ def _finalize(ctx: JobContext) -> JobState:
 
 
 def _rollback(ctx: JobContext) -> None:
-    params, _deadline = _plan(ctx)
     with ctx.tx() as (tx, job):
+        params = dict(job.params)
         steps = {s.seq: s for s in tx.jobs.steps(job.id)}
     to_undo = [e for e in params["disks"] if steps[int(e["seq"])].state != StepState.COMPENSATED]
     for entry in to_undo:

@@ -19,7 +19,6 @@ from engine_svc.saga.flows.common import (
     finish,
     run_parallel,
     set_outcome,
-    start,
     undo_created_volume,
 )
 from engine_svc.saga.steps import StepResult, StepRunner
@@ -27,7 +26,7 @@ from engine_svc.saga.steps import StepResult, StepRunner
 
 def run(ctx: JobContext) -> None:
     """Drive a preview or restore job from whatever state it is in to a terminal one."""
-    state = start(ctx)
+    state = ctx.claimed_state
     if state is JobState.RUNNING:
         with ctx.tx() as (_tx, job):
             cleaning = job.params.get("phase") == "cleanup"

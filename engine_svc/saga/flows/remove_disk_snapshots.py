@@ -16,7 +16,7 @@ from engine_svc.db.models import Job
 from engine_svc.db.repos import Repositories
 from engine_svc.domain import DiskOutcome, JobState, StepState
 from engine_svc.saga.context import JobContext
-from engine_svc.saga.flows.common import finish, start
+from engine_svc.saga.flows.common import finish
 from engine_svc.saga.flows.merge import MergeUnit, UnitEnd, release_volumes, run_unit
 
 
@@ -39,7 +39,7 @@ def set_volume_outcome(
 
 def run(ctx: JobContext) -> None:
     """Drive a RemoveDiskSnapshots job from whatever state it is in to a terminal one."""
-    if start(ctx) is not JobState.RUNNING:
+    if ctx.claimed_state is not JobState.RUNNING:
         return
     with ctx.tx() as (_tx, job):
         params: dict[str, Any] = dict(job.params)

@@ -17,14 +17,14 @@ from engine_svc.db.models import Job
 from engine_svc.db.repos import Repositories
 from engine_svc.domain import DiskOutcome, JobState, SnapshotStatus, StepState
 from engine_svc.saga.context import JobContext
-from engine_svc.saga.flows.common import finish, run_parallel, set_outcome, start
+from engine_svc.saga.flows.common import finish, run_parallel, set_outcome
 from engine_svc.saga.flows.merge import MergeUnit, UnitEnd, release_volumes, run_unit
 from engine_svc.saga.steps import StepResult
 
 
 def run(ctx: JobContext) -> None:
     """Drive a RemoveSnapshot job from whatever state it is in to a terminal one."""
-    if start(ctx) is not JobState.RUNNING:
+    if ctx.claimed_state is not JobState.RUNNING:
         return
     with ctx.tx() as (_tx, job):
         params: dict[str, Any] = dict(job.params)
