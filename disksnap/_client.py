@@ -110,7 +110,8 @@ class MutationOptions(TypedDict, total=False):
     """Options every mutating call accepts.
 
     ``request_id``: the idempotency key (default: a new UUID; pass the same one to retry).
-    ``correlation_id``: a free-form tag (≤64 chars ``[A-Za-z0-9._-]``) stored on the job.
+    ``correlation_id``: a free-form tag (≤64 chars ``[A-Za-z0-9._-]``) stored on the job
+    (default: the client's ``correlation_id``).
     ``progress``: with ``wait=True``, called on every job change.
     ``wait_timeout``: with ``wait=True``, seconds to wait before raising ``WaitTimeout``.
     """
@@ -230,7 +231,9 @@ class Client:
     ``address`` is ``host:port``. ``tls``: ``False`` (plaintext, the embedded default),
     ``True`` (TLS trusting the system roots) or a :class:`TlsConfig`. ``token`` is sent as
     ``authorization: Bearer <token>``. ``timeout`` is the deadline of each unary call in
-    seconds. Use as a context manager, or call ``close()``.
+    seconds. ``correlation_id`` (≤64 chars ``[A-Za-z0-9._-]``) tags every job this client
+    creates, unless a call passes its own ``correlation_id``; ``list_jobs(correlation_id=...)``
+    finds them again. Use as a context manager, or call ``close()``.
     """
 
     def __init__(
@@ -240,9 +243,11 @@ class Client:
         tls: bool | TlsConfig = False,
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        correlation_id: str | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout
+        self._correlation_id = correlation_id or ""
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -280,6 +285,11 @@ class Client:
     def timeout(self) -> float:
         """The per-call deadline in seconds."""
         return self._timeout
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The correlation id mutating calls send unless they pass their own."""
+        return self._correlation_id or None
 
     def close(self) -> None:
         """Close the channel."""
@@ -330,7 +340,8 @@ class Client:
         request_id = options.get("request_id") or str(uuid.uuid4())
         request.envelope.CopyFrom(
             common_pb2.RequestEnvelope(
-                request_id=request_id, correlation_id=options.get("correlation_id", "")
+                request_id=request_id,
+                correlation_id=options.get("correlation_id", self._correlation_id),
             )
         )
         response = self._call(rpc, request, request_id=request_id)

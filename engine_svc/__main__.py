@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--agent-timeout", type=_seconds, default=timedelta(seconds=30))
     serve.add_argument("--reaper-interval", type=_seconds, default=timedelta(seconds=60))
     serve.add_argument("--free-space-reserve", type=int, default=1024**3)
+    serve.add_argument("--shutdown-drain", type=_seconds, default=timedelta(0))
     serve.add_argument("--engine-id", default=_env("DISKSNAP_ENGINE_ID", ""))
     serve.add_argument("--log-level", default=_env("DISKSNAP_LOG_LEVEL", "INFO"))
     migrate = sub.add_parser("migrate", help="upgrade the database schema and exit")
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         free_space_critical_bytes=args.free_space_reserve,
         reaper_interval=args.reaper_interval,
         engine_id=args.engine_id,
+        shutdown_drain=args.shutdown_drain,
     )
     from engine_svc.server import serve
 

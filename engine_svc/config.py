@@ -39,3 +39,6 @@ class EngineSettings:
     max_parallel_disks: int = 4
     worker_threads: int = 8
     engine_id: str = ""
+    # On SIGTERM: how long to keep answering (mutations with ENGINE_SHUTTING_DOWN, queries
+    # as usual, health NOT_SERVING) before the listener closes; load balancers move away.
+    shutdown_drain: timedelta = timedelta(0)

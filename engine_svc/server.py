@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,11 @@ class RunningEngine:
     agent_port: int | None
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop serving and let running jobs reach a step boundary."""
+        """Drain (see ``EngineSettings.shutdown_drain``), stop serving and let running jobs
+        reach a step boundary."""
+        self.app.shutting_down.set()
         self.health.enter_graceful_shutdown()
+        time.sleep(self.app.settings.shutdown_drain.total_seconds())
         self.server.stop(grace).wait()
         if self.agent_server is not None:
             self.agent_server.stop(grace).wait()

@@ -18,6 +18,7 @@ from rich.tree import Tree
 
 from disksnap._types import (
     Disk,
+    DiskKind,
     DiskOutcome,
     Host,
     Job,
@@ -118,7 +119,7 @@ def disk_json(d: Disk) -> JsonDoc:
         "kind": d.kind.value,
         "shareable": d.shareable,
         "domain_id": d.domain_id,
-        "virtual_size": d.virtual_size,
+        "virtual_size": d.virtual_size if d.kind is DiskKind.IMAGE else None,
         "format": d.base_format.value if d.base_format else None,
         "lun_id": d.lun_id,
         "status": d.status.value,
@@ -439,7 +440,7 @@ def disks_table(disks: Sequence[Disk], vm_names: Mapping[str, str], vm_id: str =
     """``disk list`` and the disks of ``vm show``."""
     table = _table("ALIAS", "ID", "VM", "SIZE", "FORMAT", "STATUS", "HEAD", "FLAGS")
     for d in disks:
-        flags = []
+        flags = [f"lun={d.lun_id}"] if d.lun_id else []
         if d.shareable:
             flags.append("shareable")
         for a in d.attachments:
@@ -453,7 +454,7 @@ def disks_table(disks: Sequence[Disk], vm_names: Mapping[str, str], vm_id: str =
             d.alias,
             short(d.id),
             vms or "(floating)",
-            human_size(d.virtual_size),
+            human_size(d.virtual_size) if d.kind is DiskKind.IMAGE else "-",
             d.base_format.value if d.base_format else d.kind.value,
             styled(d.status.value),
             short(d.head_volume_id),
@@ -613,6 +614,8 @@ def job_view(j: Job) -> Group:
     props.add_row("kind", j.kind.value)
     props.add_row("state", styled(j.state.value))
     props.add_row("progress", f"{j.progress}%")
+    if j.correlation_id:
+        props.add_row("correlation id", j.correlation_id)
     for key in ("snapshot_id", "vm_id", "disk_id", "domain_id"):
         value = getattr(j.result, key)
         if value:

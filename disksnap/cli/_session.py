@@ -29,6 +29,7 @@ ENV_ENGINE = "DISKSNAP_ENGINE"
 ENV_TOKEN = "DISKSNAP_TOKEN"
 ENV_TLS_CA = "DISKSNAP_TLS_CA"
 ENV_OUTPUT = "DISKSNAP_OUTPUT"
+ENV_CORRELATION_ID = "DISKSNAP_CORRELATION_ID"
 
 
 class OutputFormat(enum.StrEnum):
@@ -66,6 +67,7 @@ class Settings:
     tls_ca: Path | None = None
     timeout: float = 30.0
     output: OutputFormat = OutputFormat.TABLE
+    correlation_id: str | None = None
     session: Session | None = field(default=None, repr=False)
 
 
@@ -102,7 +104,13 @@ class Session:
                 tls = TlsConfig(root_certificates=s.tls_ca.read_bytes())
             elif s.tls:
                 tls = True
-            self._client = Client(s.engine, tls=tls, token=s.token, timeout=s.timeout)
+            self._client = Client(
+                s.engine,
+                tls=tls,
+                token=s.token,
+                timeout=s.timeout,
+                correlation_id=s.correlation_id,
+            )
         return self._client
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from disksnap.cli import check, demo, disks, domains, hosts, jobs, preview, serv
 from disksnap.cli._errors import CliError, describe, error_document, exit_code_for, reason_of
 from disksnap.cli._render import job_view
 from disksnap.cli._session import (
+    ENV_CORRELATION_ID,
     ENV_ENGINE,
     ENV_OUTPUT,
     ENV_TLS_CA,
@@ -101,6 +102,16 @@ def root(
         typer.Option("--tls-ca", envvar=ENV_TLS_CA, help="Use TLS trusting this CA (PEM)."),
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-call timeout (s).")] = 30.0,
+    correlation_id: Annotated[
+        str | None,
+        typer.Option(
+            "--correlation-id",
+            envvar=ENV_CORRELATION_ID,
+            metavar="ID",
+            help="Tag every job this command creates (up to 64 of A-Z a-z 0-9 . _ -).",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
@@ -108,7 +119,13 @@ def root(
 ) -> None:
     """Global options (also settable by environment variables)."""
     ctx.obj = Settings(
-        engine=engine, token=token, tls=tls, tls_ca=tls_ca, timeout=timeout, output=output
+        engine=engine,
+        token=token,
+        tls=tls,
+        tls_ca=tls_ca,
+        timeout=timeout,
+        output=output,
+        correlation_id=correlation_id,
     )
 
 

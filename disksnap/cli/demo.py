@@ -272,7 +272,7 @@ def demo(
             s.out.print(f"Starting a throwaway embedded server in {workdir} …")
         with (
             EmbeddedServer(workdir, listen="127.0.0.1:0") as server,
-            Client(server.address) as client,
+            Client(server.address, correlation_id=s.settings.correlation_id) as client,
         ):
             runner = _Demo(s, client, server)
             runner.say(f"[green]✓[/] engine at {server.address}, storage in {server.storage_dir}")

@@ -6,9 +6,11 @@ from typing import Annotated
 
 import typer
 
+from disksnap._types import DiskFormat, DiskKind
 from disksnap.cli import _render as render
 from disksnap.cli import _resolve as resolve
-from disksnap.cli._parse import parse_disk_spec, parse_interface
+from disksnap.cli._errors import invalid
+from disksnap.cli._parse import parse_disk_spec, parse_interface, parse_lun_alias
 from disksnap.cli._resolve import names_by_id
 from disksnap.cli._session import NoWaitOption, OutputOption, session
 
@@ -63,9 +65,18 @@ def add(
     spec: Annotated[
         str,
         typer.Argument(
-            metavar="ALIAS:SIZE[:FORMAT]", help="ALIAS:SIZE[:raw|qcow2], e.g. data:10G."
+            metavar="ALIAS:SIZE[:FORMAT]",
+            help="ALIAS:SIZE[:raw|qcow2], e.g. data:10G; just ALIAS with --lun.",
         ),
     ],
+    lun: Annotated[
+        str | None,
+        typer.Option(
+            "--lun",
+            metavar="LUN_ID",
+            help="A LUN disk backed by this LUN: no size, no domain, never snapshotted.",
+        ),
+    ] = None,
     shareable: Annotated[bool, typer.Option("--shareable", help="A shareable disk.")] = False,
     domain: Annotated[
         str | None,
@@ -79,31 +90,35 @@ def add(
 ) -> None:
     """Create a disk attached to a VM. JSON: {"job": ..., "disk": ...}."""
     s = session(ctx, output)
-    parsed = parse_disk_spec(spec)
+    if lun is None:
+        parsed = parse_disk_spec(spec)
+        alias, size, fmt = parsed.alias, parsed.size, parsed.format
+        what = f"Disk {alias} ({render.human_size(size)})"
+    else:
+        if domain is not None:
+            raise invalid("--domain is for image disks: a LUN disk lives on no storage domain")
+        alias, size, fmt = parse_lun_alias(spec), 0, DiskFormat.COW
+        what = f"LUN disk {alias} ({lun})"
     target = resolve.vm(s.client, vm)
-    on = resolve.domain(s.client, domain)
     handle = s.client.add_disk(
-        parsed.alias,
-        parsed.size,
-        domain_id=on.id,
+        alias,
+        size,
+        domain_id=resolve.domain(s.client, domain).id if lun is None else None,
         vm_id=target.id,
-        format=parsed.format,
+        format=fmt,
+        kind=DiskKind.IMAGE if lun is None else DiskKind.LUN,
+        lun_id=lun,
         shareable=shareable,
         interface=parse_interface(interface),
         bootable=bootable,
         description=description,
         wait=False,
     )
-    job = s.follow(handle, f"Creating disk {parsed.alias}", wait=not no_wait)
+    job = s.follow(handle, f"Creating disk {alias}", wait=not no_wait)
     extra: dict[str, object] = {"disk": None}
     if job.succeeded and job.result.disk_id:
         extra["disk"] = render.disk_json(s.client.get_disk(job.result.disk_id))
-    s.emit_job(
-        job,
-        f"Disk {parsed.alias} ({render.human_size(parsed.size)}) added to {target.name}",
-        extra=extra,
-        waited=not no_wait,
-    )
+    s.emit_job(job, f"{what} added to {target.name}", extra=extra, waited=not no_wait)
 
 
 @app.command("remove")

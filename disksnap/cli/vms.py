@@ -6,11 +6,17 @@ from typing import Annotated
 
 import typer
 
-from disksnap._types import Nic, RunState
+from disksnap._types import DiskUpdate, Nic, RunState, Vm
 from disksnap.cli import _render as render
 from disksnap.cli import _resolve as resolve
 from disksnap.cli._errors import invalid
-from disksnap.cli._parse import parse_disk_spec, parse_pair, parse_size
+from disksnap.cli._parse import (
+    DiskAttributesSpec,
+    parse_disk_attributes,
+    parse_disk_spec,
+    parse_pair,
+    parse_size,
+)
 from disksnap.cli._resolve import names_by_id
 from disksnap.cli._session import NoWaitOption, OutputOption, Session, session
 
@@ -35,6 +41,11 @@ def _nic(text: str) -> Nic:
     if len(parts) not in (2, 3):
         raise invalid(f"not a NIC: {text!r} (use NAME,MAC[,NETWORK])")
     return Nic(name=parts[0], mac=parts[1], network=parts[2] if len(parts) == 3 else "")
+
+
+def _disk_update(target: Vm, spec: DiskAttributesSpec) -> DiskUpdate:
+    disk = resolve.disk_of_vm(target, spec.ref)
+    return DiskUpdate(disk.id, alias=spec.alias, interface=spec.interface, bootable=spec.bootable)
 
 
 def _show(s: Session, vm_id: str) -> None:
@@ -143,11 +154,22 @@ def update(
     home_domain: Annotated[
         str | None, typer.Option("--home-domain", help="Home storage domain (name or id).")
     ] = None,
+    disks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--disk",
+            metavar="DISK:KEY=VALUE[,KEY=VALUE]",
+            help="Change a disk's alias, interface or bootable flag, e.g. "
+            "os:alias=root,bootable=true or data:interface=sata; repeatable.",
+        ),
+    ] = None,
     output: OutputOption = None,
 ) -> None:
-    """Change a VM's configuration. JSON: {"job": ..., "vm": ...}."""
+    """Change a VM's configuration and its disks' attributes. JSON: {"job": ..., "vm": ...}."""
     s = session(ctx, output)
+    specs = [parse_disk_attributes(d) for d in disks or []]
     target = resolve.vm(s.client, vm)
+    disk_updates = [_disk_update(target, spec) for spec in specs]
     props: dict[str, str] | None = None
     if clear_properties:
         props = {}
@@ -163,6 +185,7 @@ def update(
         custom_properties=props,
         nics=[_nic(n) for n in nics] if nics else None,
         home_domain_id=home,
+        disks=disk_updates,
     )
     extra: dict[str, object] = {"vm": render.vm_json(s.client.get_vm(target.id))}
     s.emit_job(job, f"VM {name or target.name} updated", extra=extra)

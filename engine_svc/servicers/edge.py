@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from engine_svc.errors import EngineError, InternalError, to_status
+from engine_svc.errors import EngineError, InternalError, Unavailable, to_status
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +17,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def rpc(method: F) -> F:
-    """Wrap a unary servicer method: EngineError → its status, anything else → ENGINE_ERROR."""
+    """Wrap a unary servicer method: EngineError → its status, anything else → ENGINE_ERROR.
+
+    While the engine drains, mutations (the requests with a ``RequestEnvelope``, SPEC §3.0)
+    are refused with ENGINE_SHUTTING_DOWN before they touch anything.
+    """
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if self.app.shutting_down.is_set() and "envelope" in request.DESCRIPTOR.fields_by_name:
+                raise Unavailable(
+                    "ENGINE_SHUTTING_DOWN",
+                    "this engine is shutting down; retry with the same request_id",
+                )
             return method(self, request, context)
         except EngineError as err:
             context.abort_with_status(to_status(err))

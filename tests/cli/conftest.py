@@ -42,14 +42,19 @@ Cli = Callable[..., Run]
 
 @pytest.fixture(scope="session")
 def cli(server: EmbeddedServer) -> Cli:
-    """``cli("vm", "list", json=True)`` runs ``disksnap --engine <server> [-o json] vm list``."""
+    """``cli("vm", "list", json=True)`` runs ``disksnap --engine <server> [-o json] vm list``.
+
+    ``env`` adds environment variables for that one invocation.
+    """
     runner = CliRunner()
 
-    def run(*args: str, json: bool = False, engine: str | None = None) -> Run:
+    def run(
+        *args: str, json: bool = False, engine: str | None = None, env: dict[str, str] | None = None
+    ) -> Run:
         argv = ["--engine", engine or server.address]
         if json:
             argv += ["--output", "json"]
-        result = runner.invoke(app, [*argv, *args], env={"COLUMNS": "200"})
+        result = runner.invoke(app, [*argv, *args], env={"COLUMNS": "200", **(env or {})})
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         return Run(result.exit_code, result.stdout, result.stderr)

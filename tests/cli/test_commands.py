@@ -224,3 +224,118 @@ def test_vm_remove(cli: Cli, vm_name: str) -> None:
     assert r.exit_code == 0, r.stderr
     assert r.json()["job"]["kind"] == "REMOVE_VM" and r.json()["job"]["state"] == "SUCCEEDED"
     assert cli("vm", "show", vm_name).exit_code == 3
+
+
+def test_vm_update_disk_attributes(cli: Cli, vm_name: str) -> None:
+    before = {d["alias"]: d["id"] for d in cli("disk", "list", vm_name, json=True).json()}
+    table = cli("vm", "update", vm_name, "--disk", "os:alias=root,bootable=true", "--disk",
+                "data:interface=sata")  # fmt: skip
+    assert table.exit_code == 0, table.stderr
+    assert f"VM {vm_name} updated" in table.stdout
+    disks = {d["alias"]: d for d in cli("vm", "show", vm_name, json=True).json()["disks"]}
+    assert {alias: d["id"] for alias, d in disks.items()} == {
+        "root": before["os"],
+        "data": before["data"],
+    }
+    assert [(a["interface"], a["bootable"]) for a in disks["root"]["attachments"]] == [
+        ("VIRTIO", True)
+    ]
+    assert [(a["interface"], a["bootable"]) for a in disks["data"]["attachments"]] == [
+        ("SATA", False)
+    ]
+    assert "bootable" in cli("vm", "show", vm_name).stdout
+
+    r = cli("vm", "update", vm_name, "--disk", f"{before['os'][:8]}:bootable=no,interface=ide",
+            "--cpus", "2", json=True)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    doc = r.json()
+    assert doc["job"]["kind"] == "UPDATE_VM" and doc["job"]["state"] == "SUCCEEDED"
+    assert doc["vm"]["cpu_count"] == 2
+    listed = {d["alias"]: d for d in cli("disk", "list", vm_name, json=True).json()}
+    assert listed["root"]["attachments"][0]["interface"] == "IDE"
+    assert listed["root"]["attachments"][0]["bootable"] is False
+    assert listed["data"]["attachments"][0]["interface"] == "SATA"
+
+    bad_key = cli("vm", "update", vm_name, "--disk", "root:colour=red", json=True)
+    assert bad_key.exit_code == 2 and bad_key.error()["reason"] == "INVALID_VALUE"
+    bad_bool = cli("vm", "update", vm_name, "--disk", "root:bootable=maybe", json=True)
+    assert bad_bool.exit_code == 2 and "maybe" in bad_bool.error()["message"]
+    unknown = cli("vm", "update", vm_name, "--disk", "nosuch:alias=x", json=True)
+    assert unknown.exit_code == 3 and unknown.error()["reason"] == "NOT_FOUND"
+    cli("vm", "update", vm_name, "--disk", "root:bootable=true")
+    two_boots = cli("vm", "update", vm_name, "--disk", "data:bootable=true", json=True)
+    assert two_boots.exit_code == 4 and two_boots.error()["reason"] == "DISK_BOOT_IN_USE"
+    after = {d["alias"]: d for d in cli("disk", "list", vm_name, json=True).json()}
+    assert after["data"]["attachments"][0]["bootable"] is False
+    assert after["root"]["attachments"][0]["bootable"] is True
+
+
+def test_lun_disk(cli: Cli, vm_name: str) -> None:
+    added = cli("disk", "add", vm_name, "san0", "--lun", "naa.600a0b8000123456", json=True)
+    assert added.exit_code == 0, added.stderr
+    doc = added.json()
+    assert doc["job"]["kind"] == "ADD_DISK" and doc["job"]["state"] == "SUCCEEDED"
+    lun = doc["disk"]
+    assert (lun["alias"], lun["kind"], lun["lun_id"]) == ("san0", "LUN", "naa.600a0b8000123456")
+    assert lun["virtual_size"] is None and lun["domain_id"] is None and lun["format"] is None
+    assert lun["head_volume_id"] is None and lun["attachments"][0]["state"] == "ATTACHED"
+    table = cli("disk", "add", vm_name, "san1", "--lun", "naa.2", "--shareable")
+    assert table.exit_code == 0, table.stderr
+    assert f"LUN disk san1 (naa.2) added to {vm_name}" in table.stdout
+
+    listed = {d["alias"]: d for d in cli("disk", "list", vm_name, json=True).json()}
+    assert set(listed) == {"os", "data", "san0", "san1"}
+    assert listed["san1"]["kind"] == "LUN" and listed["san1"]["shareable"] is True
+    drawn = cli("disk", "list", vm_name).stdout
+    assert "lun=naa.600a0b8000123456" in drawn and "LUN" in drawn
+
+    # LUN disks are never snapshotted: left out of a full snapshot, refused when named.
+    full = cli("snapshot", "create", vm_name, "-d", "all", json=True).json()
+    outcomes = {o["disk_alias"]: o["outcome"] for o in full["job"]["outcomes"]}
+    assert outcomes == {
+        "os": "SNAPSHOTTED",
+        "data": "SNAPSHOTTED",
+        "san0": "NOT_SELECTED",
+        "san1": "NOT_SELECTED",
+    }
+    assert sorted(d["alias"] for d in full["snapshot"]["disks"]) == ["data", "os"]
+    refused = cli("snapshot", "create", vm_name, "-d", "lun only", "--disk", "san0", json=True)
+    assert refused.exit_code == 4
+    error = refused.error()
+    assert error["reason"] == "DISK_SNAPSHOT_NOT_SUPPORTED"
+    assert error["metadata"]["disk_aliases"] == "san0"
+    descriptions = [s["description"] for s in cli("snapshot", "list", vm_name, json=True).json()]
+    assert descriptions[1:] == ["all"]
+
+    sized = cli("disk", "add", vm_name, "san2:1G", "--lun", "naa.3", json=True)
+    assert sized.exit_code == 2 and sized.error()["reason"] == "INVALID_VALUE"
+    on_domain = cli("disk", "add", vm_name, "san2", "--lun", "naa.3", "--domain", "local")
+    assert on_domain.exit_code == 2 and "--domain" in on_domain.stderr
+    assert "san2" not in {d["alias"] for d in cli("disk", "list", vm_name, json=True).json()}
+
+
+def test_correlation_id(cli: Cli) -> None:
+    name = unique("corr")
+    created = cli("--correlation-id", "batch-7.a", "vm", "create", name, "--disk", "a:4M",
+                  "--domain", "local", json=True)  # fmt: skip
+    assert created.exit_code == 0, created.stderr
+    doc = created.json()
+    assert doc["job"]["correlation_id"] == "batch-7.a"
+    assert [j["correlation_id"] for j in doc["disk_jobs"]] == ["batch-7.a"]
+    shown = cli("job", "show", doc["job"]["id"], json=True).json()
+    assert shown["correlation_id"] == "batch-7.a" and shown["kind"] == "CREATE_VM"
+
+    snap = cli("snapshot", "create", name, "-d", "tagged", json=True,
+               env={"DISKSNAP_CORRELATION_ID": "from-env"})  # fmt: skip
+    assert snap.exit_code == 0, snap.stderr
+    job_id = snap.json()["job"]["id"]
+    assert cli("job", "show", job_id, json=True).json()["correlation_id"] == "from-env"
+    assert "from-env" in cli("job", "show", job_id).stdout
+
+    untagged = cli("vm", "stop", name, json=True).json()
+    assert cli("job", "show", untagged["job"]["id"], json=True).json()["correlation_id"] is None
+
+    bad = cli("--correlation-id", "not valid!", "vm", "stop", name, json=True)
+    assert bad.exit_code == 2
+    assert bad.error()["reason"] == "INVALID_FIELD"
+    assert bad.error()["metadata"]["field"] == "envelope.correlation_id"

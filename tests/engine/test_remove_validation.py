@@ -11,14 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import update
 
 from disksnap.engine.v1 import common_pb2, inventory_pb2, snapshots_pb2
 from engine.test_remove_snapshot import Tracker, preview_available
-from engine_svc.db.models import Volume
-from engine_svc.db.session import make_engine
 from support.content import Write
-from support.engine import Cluster, db_dump, error_info, retry
+from support.engine import Cluster, db_dump, error_info, retry, volume_status
 
 NIL = "00000000-0000-0000-0000-000000000000"
 UNKNOWN = "3c1f5a7e-2222-4333-8444-955566667777"
@@ -111,7 +108,7 @@ def test_remove_snapshot_type_and_state_checks(shared: Cluster, vm: Tracker) -> 
     # A head made ILLEGAL out of band: DISKS_ILLEGAL, for the disks the snapshot involves only.
     d0 = vm.disks[0]
     head = vm.api.heads(vm.vm_id)[d0]
-    with _volume_status(shared, head, "ILLEGAL"):
+    with volume_status(shared.db_url, head, "ILLEGAL"):
         meta = _rejected(shared, _remove(vm, vm.vm_id, ids["s1"]), PRECONDITION, "DISKS_ILLEGAL")
         assert meta["disk_ids"] == d0
         _rejected(
@@ -304,31 +301,3 @@ def _locked(t: Tracker, call: Callable[[], Any], reason: str) -> dict[str, str]:
     code, got, meta = error_info(err.value)
     assert (code, got) == (ABORTED, reason), meta
     return meta
-
-
-class _volume_status:
-    """Set a volume's status directly in the database for the block (out-of-band damage)."""
-
-    def __init__(self, cluster: Cluster, volume_id: str, status: str) -> None:
-        self.url, self.volume_id, self.status = cluster.db_url, volume_id, status
-        self.old = ""
-
-    def _set(self, status: str) -> str:
-        engine = make_engine(self.url)
-        try:
-            with engine.begin() as conn:
-                old = conn.execute(
-                    Volume.__table__.select().where(Volume.id == self.volume_id)
-                ).one()
-                conn.execute(
-                    update(Volume).where(Volume.id == self.volume_id).values(status=status)
-                )
-                return str(old.status)
-        finally:
-            engine.dispose()
-
-    def __enter__(self) -> None:
-        self.old = self._set(self.status)
-
-    def __exit__(self, *exc: object) -> None:
-        self._set(self.old)

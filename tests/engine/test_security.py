@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,20 +12,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from disksnap.engine.v1 import common_pb2, inventory_pb2, registry_pb2, registry_pb2_grpc
 from support.certs import CertificateAuthority
-from support.engine import EngineApi, EngineProcess, error_info
+from support.engine import EngineApi, EngineProcess, error_info, token_file
 from support.processes import AgentProcess
 
 MiB = 1024 * 1024
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @pytest.fixture
 def token_engine(tmp_path: Path) -> Iterator[EngineProcess]:
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{_digest('admin-secret')} admin\n{_digest('viewer-secret')} viewer\n")
+    tokens = token_file(tmp_path / "tokens", {"admin-secret": "admin", "viewer-secret": "viewer"})
     engine = EngineProcess(
         tmp_path / "engine",
         f"sqlite:///{tmp_path / 'engine.db'}",

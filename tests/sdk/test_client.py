@@ -147,6 +147,27 @@ def test_jobs_get_list_watch(client: disksnap.Client, vm: disksnap.Vm) -> None:
     assert handle.done and handle.refresh() == job and handle.wait() == job
 
 
+def test_correlation_id_per_client_and_per_call(
+    client: disksnap.Client, server: EmbeddedServer
+) -> None:
+    tag = unique("run")
+    with disksnap.Client(server.address, correlation_id=tag) as tagged:
+        assert tagged.correlation_id == tag and client.correlation_id is None
+        created = tagged.create_vm(unique("corr"))
+        handle = tagged.add_disk(
+            "d0", MIB, domain_id=server.domain_id, vm_id=created.result.vm_id, wait=False
+        )
+        added = handle.wait()
+        own = tagged.set_vm_run_state(
+            created.result.vm_id or "", disksnap.RunState.DOWN, correlation_id="own-tag"
+        )
+    assert created.correlation_id == tag and client.get_job(added.id).correlation_id == tag
+    assert own.correlation_id == "own-tag"
+    assert {j.id for j in client.list_jobs(correlation_id=tag)} == {created.id, added.id}
+    untagged = client.create_vm(unique("corr"))
+    assert client.get_job(untagged.id).correlation_id is None
+
+
 def test_check_consistency(client: disksnap.Client, vm: disksnap.Vm) -> None:
     client.create_snapshot(vm.id, "checked")
     assert client.check_consistency(vm_id=vm.id, verify_images=True) == []

@@ -5,10 +5,13 @@ for its ready file. `Cluster` starts one or more engines and N agents (each its 
 registered through `--engine`), creates one storage domain per agent host through the
 engine, and offers the generated stubs. `pg_database` creates throwaway PostgreSQL
 databases cloned from a migrated template (dropped by the fixture that owns them).
+`db_dump` proves a rejected request changed nothing, `volume_status` damages a volume out of
+band, and `token_file` writes an `--auth-token-file`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -16,7 +19,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -90,6 +94,17 @@ class PgDatabases:
         self._exec(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         self.created.append(name)
         return with_database(self.admin_url, name)
+
+    def allow_connections(self, url: str, allowed: bool) -> None:
+        """Let clients connect to a database this object created, or refuse every client and
+        cut the current connections (the database becomes unreachable for an engine)."""
+        name = url.rsplit("/", 1)[1]
+        assert name in self.created, f"{name} was not created here"
+        self._exec(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+        if not allowed:
+            self._exec(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            )
 
     def drop_all(self) -> None:
         """Drop every database this object created."""
@@ -421,6 +436,39 @@ def db_dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
             }
     finally:
         engine.dispose()
+
+
+@contextmanager
+def volume_status(db_url: str, volume_id: str, status: str) -> Iterator[None]:
+    """Set a volume's status directly in the database for the block (out-of-band damage)."""
+    from sqlalchemy import update
+
+    from engine_svc.db.models import Volume
+    from engine_svc.db.session import make_engine
+
+    def set_status(value: str) -> str:
+        engine = make_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                old = conn.execute(Volume.__table__.select().where(Volume.id == volume_id)).one()
+                conn.execute(update(Volume).where(Volume.id == volume_id).values(status=value))
+                return str(old.status)
+        finally:
+            engine.dispose()
+
+    old = set_status(status)
+    try:
+        yield
+    finally:
+        set_status(old)
+
+
+def token_file(path: Path, roles: Mapping[str, str]) -> Path:
+    """Write an engine ``--auth-token-file`` granting each token (key) its role (value)."""
+    path.write_text(
+        "".join(f"{hashlib.sha256(t.encode()).hexdigest()} {r}\n" for t, r in roles.items())
+    )
+    return path
 
 
 def error_info(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
