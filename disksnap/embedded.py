@@ -24,7 +24,6 @@ then stops them in order) and, on Linux, receive SIGTERM if the thread that star
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -69,10 +68,14 @@ def _executable(script: str, module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGTERM when this process dies (Linux ``setpriv``).
+
+    Not a ``preexec_fn``: that forces a fork of this multi-threaded process and runs gRPC's
+    fork handlers in the child, which can crash it before it execs.
+    """
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
 
 
 class _Child:
@@ -93,13 +96,12 @@ class _Child:
         self._log.flush()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            self.argv,
+            _with_parent_death_signal(self.argv),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
 
     def wait_ready(self, deadline: float) -> dict[str, object]:
