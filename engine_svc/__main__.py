@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--lease", type=_seconds, default=timedelta(seconds=30))
     serve.add_argument("--agent-timeout", type=_seconds, default=timedelta(seconds=30))
     serve.add_argument("--reaper-interval", type=_seconds, default=timedelta(seconds=60))
+    serve.add_argument("--job-retention", type=_seconds, default=timedelta(days=7))
     serve.add_argument("--free-space-reserve", type=int, default=1024**3)
     serve.add_argument("--shutdown-drain", type=_seconds, default=timedelta(0))
     serve.add_argument("--engine-id", default=_env("DISKSNAP_ENGINE_ID", ""))
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         agent_timeout=args.agent_timeout,
         free_space_critical_bytes=args.free_space_reserve,
         reaper_interval=args.reaper_interval,
+        job_retention=args.job_retention,
         engine_id=args.engine_id,
         shutdown_drain=args.shutdown_drain,
     )

@@ -35,6 +35,8 @@ class EngineSettings:
     agent_timeout: timedelta = timedelta(seconds=30)
     poll_interval: timedelta = timedelta(seconds=0.5)
     reaper_interval: timedelta = timedelta(seconds=60)
+    # Terminal jobs (and the request_ids they hold) are kept this long after they end.
+    job_retention: timedelta = timedelta(days=7)
     free_space_critical_bytes: int = 1 * GiB
     max_parallel_disks: int = 4
     worker_threads: int = 8

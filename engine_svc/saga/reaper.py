@@ -1,4 +1,5 @@
-"""The garbage reaper (SPEC §5.9): deletes leaf garbage volumes and then their rows.
+"""The garbage reaper (SPEC §5.9): deletes leaf garbage volumes and then their rows; it
+also forgets jobs past their retention (SPEC §5.1).
 
 Garbage appears when a compensation or cleanup could not delete a volume in time. Deleting
 is idempotent by volume id on the agent (an absent file is success and is tombstoned), so
@@ -18,6 +19,22 @@ from engine_svc.db.uow import Database
 from engine_svc.domain import disk_lock, new_id, utcnow
 
 log = logging.getLogger(__name__)
+
+
+# Jobs deleted per transaction when pruning, so a large backlog never holds one long lock.
+PRUNE_BATCH = 500
+
+
+def prune_jobs(db: Database, settings: EngineSettings) -> int:
+    """Delete terminal jobs that ended more than ``job_retention`` ago; returns the count."""
+    cutoff = utcnow() - settings.job_retention
+    total = 0
+    while True:
+        with db.transaction() as tx:
+            pruned = tx.jobs.prune(cutoff, PRUNE_BATCH)
+        total += pruned
+        if pruned < PRUNE_BATCH:
+            return total
 
 
 def reap_once(db: Database, agents: AgentClient, settings: EngineSettings) -> int:
@@ -56,7 +73,7 @@ def reap_once(db: Database, agents: AgentClient, settings: EngineSettings) -> in
 
 
 class Reaper:
-    """Runs ``reap_once`` every ``reaper_interval`` on a daemon thread."""
+    """Runs ``reap_once`` and ``prune_jobs`` every ``reaper_interval`` on a daemon thread."""
 
     def __init__(self, db: Database, agents: AgentClient, settings: EngineSettings) -> None:
         self.db, self.agents, self.settings = db, agents, settings
@@ -78,5 +95,8 @@ class Reaper:
                 removed = reap_once(self.db, self.agents, self.settings)
                 if removed:
                     log.info("reaped %d garbage volumes", removed)
+                pruned = prune_jobs(self.db, self.settings)
+                if pruned:
+                    log.info("forgot %d jobs past their retention", pruned)
             except Exception:
                 log.exception("reaper pass failed")

@@ -263,7 +263,8 @@ class StepRunner:
 
     def _done(self, seq: int, op: AgentOperation | None) -> StepResult:
         with self.ctx.tx() as (tx, job):
-            record_done(tx, job, tx.jobs.step(self.ctx.job_id, seq), op)
+            record_done(tx.jobs.step(self.ctx.job_id, seq), op)
+            _recompute_progress(tx, job)
         return StepResult(True, op)
 
     def _fail(
@@ -288,13 +289,13 @@ class StepRunner:
         return StepResult(False, op, error)
 
 
-def record_done(tx: Repositories, job: Job, step: JobStep, op: AgentOperation | None) -> None:
-    """Record a step as DONE with what the agent returned, in the caller's transaction."""
+def record_done(step: JobStep, op: AgentOperation | None) -> None:
+    """Record a step as DONE with what the agent returned (the job's progress is the
+    caller's: a finalize sets it to 100 anyway)."""
     check_step_transition(StepState(step.state), StepState.DONE)
     step.state = StepState.DONE
     step.progress = 100
     step.ended_at = utcnow()
-    _recompute_progress(tx, job)
     if op is not None:
         step.result = {
             "already_absent": op.already_absent,

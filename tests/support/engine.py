@@ -346,6 +346,7 @@ class Cluster:
     agent_count: int = 3
     engine_count: int = 1
     allow_fault_injection: bool = True
+    engine_args: Sequence[str] = ()
     engines: list[EngineProcess] = field(default_factory=list)
     agents: list[AgentProcess] = field(default_factory=list)
     faults: list[FaultsFile] = field(default_factory=list)
@@ -363,7 +364,12 @@ class Cluster:
     def _start(self) -> Cluster:
         for i in range(self.engine_count):
             self.engines.append(
-                EngineProcess(self.workdir / f"engine{i}", self.db_url, name=f"engine{i}").start()
+                EngineProcess(
+                    self.workdir / f"engine{i}",
+                    self.db_url,
+                    name=f"engine{i}",
+                    extra_args=self.engine_args,
+                ).start()
             )
         for i in range(self.agent_count):
             faults = FaultsFile(self.workdir / f"faults{i}.json")

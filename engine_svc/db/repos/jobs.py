@@ -6,11 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Job, JobStep
-from engine_svc.domain import ACTIVE_JOB_STATES, JobKind, JobState, check_job_transition
+from engine_svc.domain import (
+    ACTIVE_JOB_STATES,
+    TERMINAL_JOB_STATES,
+    JobKind,
+    JobState,
+    check_job_transition,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,20 @@ class JobRepository:
             at, job_id = before
             stmt = stmt.where(or_(Job.created_at < at, (Job.created_at == at) & (Job.id < job_id)))
         return self.session.scalars(stmt).all()
+
+    def prune(self, ended_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` terminal jobs that ended before ``ended_before``, with their
+        steps (SPEC §5.1 retention; their request_ids can then be used again)."""
+        ids = self.session.scalars(
+            select(Job.id)
+            .where(Job.state.in_(sorted(TERMINAL_JOB_STATES)), Job.ended_at < ended_before)
+            .order_by(Job.ended_at)
+            .limit(limit)
+        ).all()
+        if ids:
+            self.session.execute(delete(JobStep).where(JobStep.job_id.in_(ids)))
+            self.session.execute(delete(Job).where(Job.id.in_(ids)))
+        return len(ids)
 
     def claimable(self, now: datetime, limit: int) -> Sequence[str]:
         """Ids of non-terminal jobs whose lease is free or expired, oldest first."""

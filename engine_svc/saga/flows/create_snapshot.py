@@ -71,7 +71,7 @@ def _finalize(ctx: JobContext, results: dict[int, StepResult]) -> JobState:
         steps = {s.seq: s for s in tx.jobs.steps(job.id)}
         for seq, outcome in results.items():
             if outcome.ok and steps[seq].state == StepState.STARTED:
-                record_done(tx, job, steps[seq], outcome.operation)
+                record_done(steps[seq], outcome.operation)
         entries = params["disks"]
         ok = [e for e in entries if steps[int(e["seq"])].state == StepState.DONE]
         failed = [e for e in entries if e not in ok]
