@@ -82,7 +82,7 @@ def get_volume_info_input(req: pb.GetVolumeInfoRequest) -> GetVolumeInfoInput:
 
 def list_volumes_input(req: pb.ListVolumesRequest) -> ListVolumesInput:
     """ListVolumesRequest → ListVolumesInput."""
-    return ListVolumesInput(req.domain_id, req.disk_id)
+    return ListVolumesInput(req.domain_id, req.disk_id, req.recorded_only)
 
 
 def verify_volume_input(req: pb.VerifyVolumeRequest) -> VerifyVolumeInput:

@@ -179,8 +179,11 @@ class AgentClient(Protocol):
         """The operation record; with ``wait_s``, as soon as it ends but at most that late."""
         ...
 
-    def list_volumes(self, address: str, domain_id: str, disk_id: str) -> DiskListing:
-        """Every volume of a disk plus stray files."""
+    def list_volumes(
+        self, address: str, domain_id: str, disk_id: str, *, recorded_only: bool = False
+    ) -> DiskListing:
+        """Every volume of a disk plus stray files (``recorded_only``: from the agent's
+        metadata and file allocation, without inspecting images)."""
         ...
 
     def verify_volume(
@@ -338,10 +341,14 @@ class GrpcAgentClient:
         )
         return _operation(resp.operation)
 
-    def list_volumes(self, address: str, domain_id: str, disk_id: str) -> DiskListing:
+    def list_volumes(
+        self, address: str, domain_id: str, disk_id: str, *, recorded_only: bool = False
+    ) -> DiskListing:
         resp: agent_pb2.ListVolumesResponse = self._call(
             self._stub(address).ListVolumes,
-            agent_pb2.ListVolumesRequest(domain_id=domain_id, disk_id=disk_id),
+            agent_pb2.ListVolumesRequest(
+                domain_id=domain_id, disk_id=disk_id, recorded_only=recorded_only
+            ),
         )
         return DiskListing(
             volumes=[_volume(v) for v in resp.volumes],

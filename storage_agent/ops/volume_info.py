@@ -26,6 +26,7 @@ class ListVolumesInput:
 
     domain_id: str
     disk_id: str
+    recorded_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ def get_volume_info(rt: Runtime, inp: GetVolumeInfoInput) -> VolumeView:
 
 
 def list_volumes(rt: Runtime, inp: ListVolumesInput) -> VolumeListing:
-    """Every complete volume of the disk, oldest first; anything else is a stray file."""
+    """Every complete volume of the disk, oldest first; anything else is a stray file.
+
+    ``recorded_only``: each volume as its sidecar records it (see ``view_of``), no qemu-img.
+    """
     validate_id(inp.domain_id, "domain_id")
     validate_id(inp.disk_id, "disk_id")
     rt.layout.require_domain(inp.domain_id)
@@ -57,7 +61,9 @@ def list_volumes(rt: Runtime, inp: ListVolumesInput) -> VolumeListing:
     views: list[VolumeView] = []
     for meta in listing.volumes.values():
         try:
-            views.append(inspect(rt, meta, leaf=True))
+            views.append(
+                view_of(rt, meta, leaf=True) if inp.recorded_only else inspect(rt, meta, leaf=True)
+            )
         except Exception as exc:  # one unreadable volume must not hide the others
             err = as_agent_error(exc)
             strays.append(StrayFile(meta.volume_id, f"unreadable ({err.reason}): {err.message}"))

@@ -141,6 +141,20 @@ def test_listing_reports_volumes_oldest_first_and_stray_files(shared_driver: Age
     assert [v.volume_id for v in drv.list_volumes(disk).volumes] == [v0, v1, v2]
 
 
+def test_recorded_only_listing_matches_the_inspected_one(shared_driver: AgentDriver) -> None:
+    drv = shared_driver
+    disk, v0, v1 = new_uuid(), new_uuid(), new_uuid()
+    expect_done(drv.create_base(disk, v0, size=64 * MiB))
+    qemu.write_pattern(drv.volume_path(disk, v0), "qcow2", 0x11, 0, 8 * MiB)
+    expect_done(drv.create_overlay(disk, v0, v1))
+    qemu.write_pattern(drv.volume_path(disk, v1), "qcow2", 0x22, 8 * MiB, 4 * MiB)
+    inspected = drv.list_volumes(disk)
+    recorded = drv.list_volumes(disk, recorded_only=True)
+    assert list(recorded.volumes) == list(inspected.volumes)
+    assert [v.actual_size > 4 * MiB for v in recorded.volumes] == [True, True]
+    assert [v.parent_id for v in recorded.volumes] == ["", v0]
+
+
 def test_volume_info_matches_the_sidecar(shared_driver: AgentDriver) -> None:
     drv = shared_driver
     disk, v0, v1 = new_uuid(), new_uuid(), new_uuid()

@@ -331,9 +331,11 @@ def test_engine_shutting_down(tmp_path: Path) -> None:
 def test_unimplemented_from_a_server_without_the_rpc(cluster: Cluster) -> None:
     # A real gRPC server that does not offer the engine's services (here a storage agent,
     # as an SDK pointed at the wrong port or at an engine too old for a call would see).
-    with disksnap.Client(cluster.agents[0].address, timeout=10) as wrong:
-        with pytest.raises(errors.Unimplemented) as caught:
-            wrong.list_vms()
+    with (
+        disksnap.Client(cluster.agents[0].address, timeout=10) as wrong,
+        pytest.raises(errors.Unimplemented) as caught,
+    ):
+        wrong.list_vms()
     assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
     assert caught.value.reason == "UNIMPLEMENTED"
     assert not caught.value.retryable

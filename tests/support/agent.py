@@ -262,8 +262,12 @@ class AgentDriver:
                 raise AssertionError(f"{describe(op)} not terminal after {timeout:.0f} s")
             time.sleep(interval)
 
-    def list_volumes(self, disk_id: str) -> agent_pb2.ListVolumesResponse:
-        req = agent_pb2.ListVolumesRequest(domain_id=self.domain_id, disk_id=disk_id)
+    def list_volumes(
+        self, disk_id: str, *, recorded_only: bool = False
+    ) -> agent_pb2.ListVolumesResponse:
+        req = agent_pb2.ListVolumesRequest(
+            domain_id=self.domain_id, disk_id=disk_id, recorded_only=recorded_only
+        )
         resp: agent_pb2.ListVolumesResponse = self.stub.ListVolumes(req, timeout=30)
         return resp
 

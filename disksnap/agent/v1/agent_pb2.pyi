@@ -845,17 +845,24 @@ class ListVolumesRequest(_message.Message):
 
     DOMAIN_ID_FIELD_NUMBER: _builtins.int
     DISK_ID_FIELD_NUMBER: _builtins.int
+    RECORDED_ONLY_FIELD_NUMBER: _builtins.int
     domain_id: _builtins.str
     disk_id: _builtins.str
+    recorded_only: _builtins.bool
+    """Answer from the volumes' metadata and their files' allocation, without reading each
+    image header (no qemu-img): parent and format are the recorded ones. Cheap enough for
+    an admission's space check.
+    """
     def __init__(
         self,
         *,
         domain_id: _builtins.str = ...,
         disk_id: _builtins.str = ...,
+        recorded_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disk_id", b"disk_id", "domain_id", b"domain_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disk_id", b"disk_id", "domain_id", b"domain_id", "recorded_only", b"recorded_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

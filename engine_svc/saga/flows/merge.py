@@ -491,7 +491,7 @@ def measured_sizes(
         if address is None:
             continue
         try:
-            listing = agents.list_volumes(address, domain_id, disk_id)
+            listing = agents.list_volumes(address, domain_id, disk_id, recorded_only=True)
         except AgentCallError:
             continue
         sizes.update({v.volume_id: v.actual_size for v in listing.volumes if v.volume_id in wanted})
