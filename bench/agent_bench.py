@@ -8,8 +8,9 @@ What is measured, and what the agent is compared with
       `qemu-img create -f qcow2 -o compat=1.1 -b <parent> -F qcow2 -u <path> <size>` spawned by
       this process (median and p90; target: ratio of the medians <= 1.5). The bare command is
       the floor: the agent also takes the volume locks, claims `<id>.tmp` with O_EXCL, fsyncs
-      the image, renames it, writes the sidecar and the operation record (each fsynced, with
-      their directories), and answers over gRPC. The stub is built once, as a real client
+      the image, renames it, writes the sidecar (fsynced, with its directory) and the
+      operation record (atomically, not fsynced: the volume itself is the durable outcome),
+      and answers over gRPC. The stub is built once, as a real client
       keeps it; the request and argv are built before the clock starts.
   (b) COMMIT merge: MergeVolumes vs `qemu-img commit -p -t none -b base -f qcow2 top` plus the
       file moves the agent does synchronously to reach the same end state (one file named
