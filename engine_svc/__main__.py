@@ -9,7 +9,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from engine_svc.agents.client import TlsFiles
+from disksnap._certs import CertificateFiles
 from engine_svc.config import EngineSettings
 from engine_svc.db.migrate import at_head, upgrade
 from engine_svc.db.session import make_engine
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     cert = args.agent_tls_cert or args.tls_cert
     key = args.agent_tls_key or args.tls_key
     if cert and key and args.tls_ca:
-        agent_tls = TlsFiles(cert=cert, key=key, ca=args.tls_ca)
+        agent_tls = CertificateFiles(cert=cert, key=key, ca=args.tls_ca)
     settings = EngineSettings(
         db_url=args.db,
         listen=args.listen,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from engine_svc.agents.client import TlsFiles
+from disksnap._certs import CertificateFiles
 from engine_svc.domain import GiB
 
 
@@ -22,7 +22,7 @@ class EngineSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
-    agent_tls: TlsFiles | None = None
+    agent_tls: CertificateFiles | None = None
     auth_token_file: Path | None = None
     insecure_allow_remote: bool = False
     ready_file: Path | None = None

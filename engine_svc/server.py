@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from disksnap._certs import CertificateFiles, reloading_server_credentials
 from disksnap.engine.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -151,8 +152,11 @@ def create_server(settings: EngineSettings, *, migrate: bool = False) -> Running
         # (which must present theirs, SPEC §7) register on a port of their own.
         if not settings.agent_listen or not settings.tls_ca:
             raise SystemExit("with TLS, --agent-listen and --tls-ca are required for agents")
-        key_cert = [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
-        port = server.add_secure_port(settings.listen, grpc.ssl_server_credentials(key_cert))
+        # Both listeners present the certificate on disk, re-read after a rotation.
+        files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_ca)
+        port = server.add_secure_port(
+            settings.listen, reloading_server_credentials(files, require_client_auth=False)
+        )
         agent_server = grpc.server(
             ThreadPoolExecutor(max_workers=8, thread_name_prefix="agents"), options=options
         )
@@ -160,10 +164,7 @@ def create_server(settings: EngineSettings, *, migrate: bool = False) -> Running
             RegistryServicer(app), agent_server
         )
         agent_port = agent_server.add_secure_port(
-            settings.agent_listen,
-            grpc.ssl_server_credentials(
-                key_cert, root_certificates=settings.tls_ca.read_bytes(), require_client_auth=True
-            ),
+            settings.agent_listen, reloading_server_credentials(files, require_client_auth=True)
         )
     else:
         registry_pb2_grpc.add_AgentRegistryServiceServicer_to_server(RegistryServicer(app), server)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from disksnap._certs import CertificateFiles
+
 DEFAULT_LISTEN = "127.0.0.1:7701"
 
 
@@ -39,3 +41,8 @@ class AgentSettings:
     def tls(self) -> bool:
         """True when certificate, key and CA are all configured."""
         return None not in (self.tls_cert, self.tls_key, self.tls_ca)
+
+    def certificate_files(self) -> CertificateFiles:
+        """The mTLS files (serving and dialing the engine); only when ``tls``."""
+        assert self.tls_cert and self.tls_key and self.tls_ca
+        return CertificateFiles(self.tls_cert, self.tls_key, self.tls_ca)

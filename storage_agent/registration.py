@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from disksnap._certs import CertificateFiles, Stamp
 from disksnap.engine.v1 import registry_pb2, registry_pb2_grpc
 from storage_agent.ops.capabilities import capabilities
 from storage_agent.runtime import Runtime
@@ -53,18 +54,6 @@ def start_registration(rt: Runtime, address: str) -> EngineRegistration | None:
     settings = rt.settings
     if not settings.engine:
         return None
-    channels = []
-    for engine in settings.engine.split(","):
-        if settings.tls:
-            assert settings.tls_cert and settings.tls_key and settings.tls_ca
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=settings.tls_ca.read_bytes(),
-                private_key=settings.tls_key.read_bytes(),
-                certificate_chain=settings.tls_cert.read_bytes(),
-            )
-            channels.append(grpc.secure_channel(engine.strip(), creds))
-        else:
-            channels.append(grpc.insecure_channel(engine.strip()))
     caps = capabilities(rt)
 
     def domains() -> list[ServedDomain]:
@@ -73,7 +62,8 @@ def start_registration(rt: Runtime, address: str) -> EngineRegistration | None:
         ]
 
     registration = EngineRegistration(
-        channels,
+        [engine.strip() for engine in settings.engine.split(",")],
+        settings.certificate_files() if settings.tls else None,
         HostReport(
             name=settings.host_name,
             address=settings.advertise or address,
@@ -92,12 +82,16 @@ class EngineRegistration:
 
     def __init__(
         self,
-        channels: list[grpc.Channel],
+        engines: list[str],
+        tls: CertificateFiles | None,
         report: HostReport,
         domains: Callable[[], list[ServedDomain]],
     ) -> None:
         # Several engine replicas may be listed; a failing one hands over to the next.
-        self._stubs = [registry_pb2_grpc.AgentRegistryServiceStub(c) for c in channels]
+        self._engines = engines
+        self._tls = tls
+        self._stamp: Stamp | None = None
+        self._channels: list[grpc.Channel] = []
         self._current = 0
         self._report = report
         self._domains = domains
@@ -114,6 +108,31 @@ class EngineRegistration:
         self._stop.set()
         self._thread.join(timeout=CALL_TIMEOUT_S)
 
+    def _stub(self) -> registry_pb2_grpc.AgentRegistryServiceStub:
+        """The current engine's stub, on channels dialed again once the certificate files
+        changed (rotation), so the engine always sees the certificate on disk."""
+        stamp = self._tls_stamp()
+        if not self._channels or stamp != self._stamp:
+            old, self._channels = self._channels, [self._dial(e) for e in self._engines]
+            self._stamp = stamp
+            for channel in old:
+                channel.close()
+        return registry_pb2_grpc.AgentRegistryServiceStub(self._channels[self._current])
+
+    def _tls_stamp(self) -> Stamp | None:
+        if self._tls is None:
+            return None
+        try:
+            return self._tls.stamp()
+        except OSError as exc:  # a file being replaced right now: keep the current channels
+            log.warning("cannot read the TLS files (%s); keeping the current ones", exc)
+            return self._stamp
+
+    def _dial(self, engine: str) -> grpc.Channel:
+        if self._tls is None:
+            return grpc.insecure_channel(engine)
+        return grpc.secure_channel(engine, self._tls.channel_credentials())
+
     def _domain_messages(self) -> list[registry_pb2.DomainSpace]:
         return [
             registry_pb2.DomainSpace(
@@ -124,7 +143,7 @@ class EngineRegistration:
 
     def _register(self) -> float:
         r = self._report
-        resp = self._stubs[self._current].RegisterHost(
+        resp = self._stub().RegisterHost(
             registry_pb2.RegisterHostRequest(
                 name=r.name,
                 address=r.address,
@@ -150,7 +169,7 @@ class EngineRegistration:
                 if self.host_id is None:
                     interval = self._register()
                 else:
-                    self._stubs[self._current].Heartbeat(
+                    self._stub().Heartbeat(
                         registry_pb2.HeartbeatRequest(
                             host_id=self.host_id,
                             name=self._report.name,
@@ -164,7 +183,7 @@ class EngineRegistration:
                 code = exc.code()
                 if code is grpc.StatusCode.NOT_FOUND:
                     self.host_id = None
-                self._current = (self._current + 1) % len(self._stubs)
+                self._current = (self._current + 1) % len(self._engines)
                 log.warning("engine registration failed (%s); retrying", code)
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_CAP_S)

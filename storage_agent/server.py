@@ -8,13 +8,13 @@ import os
 import signal
 import threading
 from concurrent import futures
-from pathlib import Path
 from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from disksnap._certs import reloading_server_credentials
 from disksnap.agent.v1 import agent_pb2_grpc
 from storage_agent.config import AgentSettings
 from storage_agent.layout import atomic_write_json
@@ -55,7 +55,8 @@ def create_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     if settings.tls:
-        port = server.add_secure_port(settings.listen, server_credentials(settings))
+        creds = reloading_server_credentials(settings.certificate_files(), require_client_auth=True)
+        port = server.add_secure_port(settings.listen, creds)
     elif settings.insecure:
         port = server.add_insecure_port(settings.listen)
     else:
@@ -73,45 +74,6 @@ def create_health_server(
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     return server, server.add_insecure_port(address)
-
-
-class _CertificateReloader:
-    """Re-reads certificate, key and CA when one of the files changes (rotation)."""
-
-    def __init__(self, cert: Path, key: Path, ca: Path) -> None:
-        self._files = (cert, key, ca)
-        self._stamp = self._stamps()
-        self.initial = self._load()
-
-    def _stamps(self) -> tuple[tuple[int, int, int], ...]:
-        stats = [os.stat(f) for f in self._files]
-        return tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in stats)
-
-    def _load(self) -> grpc.ServerCertificateConfiguration:
-        cert, key, ca = (f.read_bytes() for f in self._files)
-        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
-
-    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
-        try:
-            stamp = self._stamps()
-            if stamp == self._stamp:
-                return None
-            config = self._load()
-        except OSError as exc:
-            _log.warning("keeping the current TLS certificate: %s", exc)
-            return None
-        self._stamp = stamp
-        _log.info("TLS certificate files changed; new connections use them")
-        return config
-
-
-def server_credentials(settings: AgentSettings) -> grpc.ServerCredentials:
-    """mTLS credentials requiring a client certificate signed by the CA, reloaded on change."""
-    assert settings.tls_cert and settings.tls_key and settings.tls_ca
-    reloader = _CertificateReloader(settings.tls_cert, settings.tls_key, settings.tls_ca)
-    return grpc.dynamic_ssl_server_credentials(
-        reloader.initial, reloader, require_client_authentication=True
-    )
 
 
 def _maintain(rt: Runtime, stop: threading.Event) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from disksnap._certs import CertificateFiles, Stamp
 from disksnap.agent.v1 import agent_pb2, agent_pb2_grpc
 
 TRANSIENT_CODES = frozenset(
@@ -113,15 +113,6 @@ class DiskListing:
     stray_files: list[str]
 
 
-@dataclass(frozen=True)
-class TlsFiles:
-    """Client certificate, key and CA used to reach agents (mTLS)."""
-
-    cert: Path
-    key: Path
-    ca: Path
-
-
 class AgentClient(Protocol):
     """Operations the engine asks of the agent at ``address``."""
 
@@ -199,11 +190,16 @@ _DIRECTIONS = {agent_pb2.MERGE_DIRECTION_COMMIT: "COMMIT", agent_pb2.MERGE_DIREC
 
 
 class GrpcAgentClient:
-    """AgentClient over gRPC; one channel per agent address, every call with a deadline."""
+    """AgentClient over gRPC; one channel per agent address, every call with a deadline.
 
-    def __init__(self, *, timeout: float = 30.0, tls: TlsFiles | None = None) -> None:
+    With mTLS, channels are dialed again once the certificate files changed on disk
+    (rotation); calls already running finish on their old channel, closed with the client.
+    """
+
+    def __init__(self, *, timeout: float = 30.0, tls: CertificateFiles | None = None) -> None:
         self.timeout = timeout
         self._tls = tls
+        self._stamp: Stamp | None = tls.stamp() if tls is not None else None
         self._stubs: dict[str, agent_pb2_grpc.StorageAgentServiceStub] = {}
         self._channels: list[grpc.Channel] = []
         self._guard = threading.Lock()
@@ -218,6 +214,7 @@ class GrpcAgentClient:
 
     def _stub(self, address: str) -> agent_pb2_grpc.StorageAgentServiceStub:
         with self._guard:
+            self._forget_stale_stubs()
             stub = self._stubs.get(address)
             if stub is None:
                 # Agents restart; reconnect quickly instead of gRPC's default 2-minute backoff.
@@ -229,16 +226,23 @@ class GrpcAgentClient:
                 if self._tls is None:
                     channel = grpc.insecure_channel(address, options=options)
                 else:
-                    creds = grpc.ssl_channel_credentials(
-                        root_certificates=self._tls.ca.read_bytes(),
-                        private_key=self._tls.key.read_bytes(),
-                        certificate_chain=self._tls.cert.read_bytes(),
-                    )
+                    creds = self._tls.channel_credentials()
                     channel = grpc.secure_channel(address, creds, options=options)
                 self._channels.append(channel)
                 stub = agent_pb2_grpc.StorageAgentServiceStub(channel)
                 self._stubs[address] = stub
             return stub
+
+    def _forget_stale_stubs(self) -> None:
+        if self._tls is None:
+            return
+        try:
+            stamp = self._tls.stamp()
+        except OSError:  # a file being replaced right now: keep the current channels
+            return
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._stubs.clear()
 
     def _call(self, fn: Any, request: object, *, extra_s: float = 0.0) -> Any:
         try:
