@@ -103,8 +103,14 @@ class JobRunner:
             self._wake.set()
             return
         now = utcnow()
-        with self.db.transaction(durable=False) as tx:
-            claim = tx.jobs.claim(job_id, self.owner, now, now + self.settings.lease)
+        try:
+            with self.db.transaction(durable=False) as tx:
+                claim = tx.jobs.claim(job_id, self.owner, now, now + self.settings.lease)
+        except Unavailable as exc:
+            # The job is admitted (committed); the claim loop starts it once the DB is back.
+            log.warning("cannot start job %s now: %s", job_id, exc)
+            self._wake.set()
+            return
         if claim is not None:
             self._submit(claim)
 

@@ -51,7 +51,7 @@ class JobRepository:
     def add(self, job: Job, steps: Sequence[JobStep] = ()) -> None:
         """Insert a job and its planned steps."""
         self.session.add(job)
-        self.session.flush([job])
+        self.session.flush()  # the job row first: steps reference it
         self.session.add_all(steps)
 
     def steps(self, job_id: str) -> Sequence[JobStep]:
