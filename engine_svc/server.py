@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -99,6 +100,14 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
+def registered_host_name(db: Database, address: str) -> str | None:
+    """The name of the one host registered at ``address`` (the name its TLS certificate must
+    carry), or None."""
+    with db.transaction() as tx:
+        names = tx.hosts.names_at(address)
+    return names[0] if len(names) == 1 else None
+
+
 def create_server(settings: EngineSettings, *, migrate: bool = False) -> RunningEngine:
     """Build and start the engine; returns it with the bound port (``:0`` picks one)."""
     tokens = load_tokens(settings.auth_token_file) if settings.auth_token_file else None
@@ -116,7 +125,11 @@ def create_server(settings: EngineSettings, *, migrate: bool = False) -> Running
         else None
     )
     db = Database(engine, bookkeeping)
-    agents = GrpcAgentClient(timeout=settings.agent_timeout.total_seconds(), tls=settings.agent_tls)
+    agents = GrpcAgentClient(
+        timeout=settings.agent_timeout.total_seconds(),
+        tls=settings.agent_tls,
+        host_name_at=functools.partial(registered_host_name, db),
+    )
     runner = JobRunner(db, agents, settings)
     reaper = Reaper(db, agents, settings)
     app = EngineApp(db, agents, settings, runner)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from grpc_status import rpc_status
 
 from disksnap._certs import CertificateFiles, Stamp
 from disksnap.agent.v1 import agent_pb2, agent_pb2_grpc
+from engine_svc.errors import Unavailable
 
 TRANSIENT_CODES = frozenset(
     {
@@ -192,13 +194,23 @@ _DIRECTIONS = {agent_pb2.MERGE_DIRECTION_COMMIT: "COMMIT", agent_pb2.MERGE_DIREC
 class GrpcAgentClient:
     """AgentClient over gRPC; one channel per agent address, every call with a deadline.
 
-    With mTLS, channels are dialed again once the certificate files changed on disk
-    (rotation); calls already running finish on their old channel, closed with the client.
+    With mTLS, an agent must present a certificate naming the host registered at the
+    address dialed (``host_name_at``; SPEC §7), not the address itself: agents advertise pod
+    IPs, their certificates name their nodes. Channels are dialed again once the certificate
+    files changed on disk (rotation); calls already running finish on their old channel,
+    closed with the client.
     """
 
-    def __init__(self, *, timeout: float = 30.0, tls: CertificateFiles | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        tls: CertificateFiles | None = None,
+        host_name_at: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.timeout = timeout
         self._tls = tls
+        self._host_name_at = host_name_at
         self._stamp: Stamp | None = tls.stamp() if tls is not None else None
         self._stubs: dict[str, agent_pb2_grpc.StorageAgentServiceStub] = {}
         self._channels: list[grpc.Channel] = []
@@ -216,22 +228,47 @@ class GrpcAgentClient:
         with self._guard:
             self._forget_stale_stubs()
             stub = self._stubs.get(address)
+        if stub is not None:
+            return stub
+        # Outside the lock: a DB lookup must not hold up calls to other agents.
+        name = self._expected_name(address) if self._tls is not None else None
+        with self._guard:
+            stub = self._stubs.get(address)
             if stub is None:
-                # Agents restart; reconnect quickly instead of gRPC's default 2-minute backoff.
-                options = [
-                    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-                    ("grpc.initial_reconnect_backoff_ms", 250),
-                    ("grpc.max_reconnect_backoff_ms", 3000),
-                ]
-                if self._tls is None:
-                    channel = grpc.insecure_channel(address, options=options)
-                else:
-                    creds = self._tls.channel_credentials()
-                    channel = grpc.secure_channel(address, creds, options=options)
-                self._channels.append(channel)
-                stub = agent_pb2_grpc.StorageAgentServiceStub(channel)
+                stub = agent_pb2_grpc.StorageAgentServiceStub(self._dial(address, name))
                 self._stubs[address] = stub
             return stub
+
+    def _dial(self, address: str, tls_name: str | None) -> grpc.Channel:
+        # Agents restart; reconnect quickly instead of gRPC's default 2-minute backoff.
+        options: list[tuple[str, str | int]] = [
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 3000),
+        ]
+        if self._tls is None:
+            channel = grpc.insecure_channel(address, options=options)
+        else:
+            if tls_name is not None:
+                options.append(("grpc.ssl_target_name_override", tls_name))
+            channel = grpc.secure_channel(address, self._tls.channel_credentials(), options)
+        self._channels.append(channel)
+        return channel
+
+    def _expected_name(self, address: str) -> str | None:
+        """The host name the agent at ``address`` registered with (None: check the address)."""
+        if self._host_name_at is None:
+            return None
+        try:
+            return self._host_name_at(address)
+        except Unavailable as exc:
+            raise AgentCallError(
+                AgentFailure(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "AGENT_UNAVAILABLE",
+                    f"cannot look up the host at {address}: {exc}",
+                )
+            ) from exc
 
     def _forget_stale_stubs(self) -> None:
         if self._tls is None:

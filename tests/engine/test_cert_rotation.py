@@ -60,7 +60,7 @@ def hosts_up(api: EngineApi, since: float = 0.0) -> None:
 def test_rotated_certificates_are_used_without_restarting_the_reader(tmp_path: Path) -> None:
     cas = [CertificateAuthority(tmp_path / f"pki{i}", name=f"ca{i}") for i in range(3)]
     engine_files = install(cas[0].issue_peer("engine"), tmp_path / "engine-tls")
-    agent_files = install(cas[0].issue_peer("host0"), tmp_path / "agent-tls")
+    agent_files = install(cas[0].issue_peer("host0", ips=()), tmp_path / "agent-tls")
     engine = EngineProcess(
         tmp_path / "engine",
         f"sqlite:///{tmp_path / 'engine.db'}",
@@ -92,7 +92,7 @@ def test_rotated_certificates_are_used_without_restarting_the_reader(tmp_path: P
 
         # Rotation 1: the running engine serves the new certificate to new connections.
         install(cas[1].issue_peer("engine"), tmp_path / "engine-tls")
-        install(cas[1].issue_peer("host0"), tmp_path / "agent-tls")
+        install(cas[1].issue_peer("host0", ips=()), tmp_path / "agent-tls")
         channel, api = api_trusting(engine, cas[1].cert_path)
         assert api.inventory.ListVms(inventory_pb2.ListVmsRequest(), timeout=10).vms
         channel.close()
@@ -113,7 +113,7 @@ def test_rotated_certificates_are_used_without_restarting_the_reader(tmp_path: P
         # Rotation 2, then the agent restarts: the engine (not restarted since) must dial the
         # agent with its new client certificate and trust the agent's new CA.
         install(cas[2].issue_peer("engine"), tmp_path / "engine-tls")
-        install(cas[2].issue_peer("host0"), tmp_path / "agent-tls")
+        install(cas[2].issue_peer("host0", ips=()), tmp_path / "agent-tls")
         restarted = time.time()
         agent.restart()
         channel, api = api_trusting(engine, cas[2].cert_path)

@@ -103,7 +103,9 @@ def test_mtls_engine_and_agents(tmp_path: Path) -> None:
                 tmp_path / name,
                 host_name=name,
                 insecure=False,
-                tls=ca.issue_peer(name),
+                # Like the manifests: the certificate names the host (the node), not the
+                # address the agent advertises, so the engine must check the registered name.
+                tls=ca.issue_peer(name, ips=()),
                 extra_args=["--engine", engine.agent_address],
             )
             agents.append(agent.start())

@@ -25,6 +25,10 @@ class HostRepository:
         """The host registered under ``name``, or None."""
         return self.session.scalar(select(Host).where(Host.name == name))
 
+    def names_at(self, address: str) -> list[str]:
+        """Names of the hosts registered at ``address`` (normally one)."""
+        return list(self.session.scalars(select(Host.name).where(Host.address == address)))
+
     def list(self) -> Sequence[Host]:
         """Every host, by name."""
         return self.session.scalars(select(Host).order_by(Host.name)).all()
