@@ -9,6 +9,7 @@ from engine_svc.commands.admission import (
     Envelope,
     existing_job,
     finish_db_only,
+    locked_vm,
     new_job,
     pick_host,
     plan_step,
@@ -39,7 +40,7 @@ from engine_svc.domain import (
     utcnow,
     vm_lock,
 )
-from engine_svc.errors import NotFound, PreconditionFailed, invalid_field
+from engine_svc.errors import PreconditionFailed, invalid_field
 
 MIN_SIZE = 1024 * 1024
 MAX_SIZE = 64 * TiB
@@ -128,9 +129,7 @@ def add_disk(db: Database, settings: EngineSettings, cmd: AddDisk) -> Job:
         )
         vm = None
         if cmd.vm_id:
-            vm = tx.vms.get(cmd.vm_id, for_update=True)
-            if vm is None:
-                raise NotFound("VM_NOT_EXIST", f"VM {cmd.vm_id} does not exist", vm_id=cmd.vm_id)
+            vm = locked_vm(tx, cmd.vm_id)
         image = cmd.kind is DiskKind.IMAGE
         take_locks(
             tx,

@@ -128,6 +128,14 @@ def take_locks(
     )
 
 
+def locked_vm(tx: Repositories, vm_id: str) -> Vm:
+    """The VM row, locked for the rest of the admission (SPEC §5.8), else VM_NOT_EXIST."""
+    vm = tx.vms.get(vm_id, for_update=True)
+    if vm is None:
+        raise NotFound("VM_NOT_EXIST", f"VM {vm_id} does not exist", vm_id=vm_id)
+    return vm
+
+
 def require_not_in_preview(tx: Repositories, vm: Vm) -> None:
     """VM_IN_PREVIEW when the VM has a PREVIEW snapshot."""
     if tx.snapshots.preview_of(vm.id) is not None:

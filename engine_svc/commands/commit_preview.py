@@ -9,6 +9,7 @@ from engine_svc.commands.admission import (
     Envelope,
     existing_job,
     finish_db_only,
+    locked_vm,
     new_job,
     request_hash,
     require_down,
@@ -19,7 +20,7 @@ from engine_svc.db.models import Job, Snapshot, Vm
 from engine_svc.db.repos import Repositories
 from engine_svc.db.uow import Database
 from engine_svc.domain import JobKind, disk_lock, is_uuid, utcnow, vm_lock
-from engine_svc.errors import NotFound, PreconditionFailed, invalid_field
+from engine_svc.errors import PreconditionFailed, invalid_field
 from engine_svc.previews import Garbage, Plan, finalize_commit, plan_garbage_cleanup
 
 
@@ -36,9 +37,7 @@ def admit_end_of_preview(
     tx: Repositories, vm_id: str, job: Job, now: datetime
 ) -> tuple[Vm, Snapshot]:
     """Checks shared by commit and undo: VM exists, locks, in preview, DOWN."""
-    vm = tx.vms.get(vm_id, for_update=True)
-    if vm is None:
-        raise NotFound("VM_NOT_EXIST", f"VM {vm_id} does not exist", vm_id=vm_id)
+    vm = locked_vm(tx, vm_id)
     preview = tx.snapshots.preview_of(vm.id)
     plan_disks = (
         [e.disk_id for e in Plan.from_json(preview.preview_plan).entries]

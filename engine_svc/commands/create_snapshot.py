@@ -10,6 +10,7 @@ from engine_svc.commands.admission import (
     disk_metadata,
     existing_job,
     finish_db_only,
+    locked_vm,
     new_job,
     plan_step,
     request_hash,
@@ -120,9 +121,7 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
         if (job := existing_job(tx, cmd.envelope, JobKind.CREATE_SNAPSHOT, digest)) is not None:
             return job
         now = utcnow()
-        vm = tx.vms.get(cmd.vm_id, for_update=True)
-        if vm is None:
-            raise NotFound("VM_NOT_EXIST", f"VM {cmd.vm_id} does not exist", vm_id=cmd.vm_id)
+        vm = locked_vm(tx, cmd.vm_id)
         attachments = {a.disk_id: a for a in tx.disks.attachments_of_vm(vm.id)}
         attached_disks = tx.disks.get_many(attachments, for_update=True)
         if requested is None:

@@ -14,6 +14,7 @@ from engine_svc.commands.admission import (
     Envelope,
     disk_metadata,
     existing_job,
+    locked_vm,
     new_job,
     pick_host,
     plan_step,
@@ -210,9 +211,7 @@ def admit_preview(
     now: datetime,
 ) -> tuple[Snapshot, list[JobStep]]:
     """Checks 3-14 and the admission effects; returns the PREVIEW row and overlay steps."""
-    vm = tx.vms.get(cmd.vm_id, for_update=True)
-    if vm is None:
-        raise NotFound("VM_NOT_EXIST", f"VM {cmd.vm_id} does not exist", vm_id=cmd.vm_id)
+    vm = locked_vm(tx, cmd.vm_id)
     attachments = list(tx.disks.attachments_of_vm(vm.id))
     all_attached = tx.disks.get_many((a.disk_id for a in attachments), for_update=True)
     named_ids = [s.disk_id for s in cmd.disks] + list(cmd.exclude_disk_ids)

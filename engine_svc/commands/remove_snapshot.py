@@ -17,6 +17,7 @@ from engine_svc.commands.admission import (
     disk_metadata,
     existing_job,
     finish_db_only,
+    locked_vm,
     new_job,
     pick_host,
     request_hash,
@@ -119,9 +120,7 @@ def remove_snapshot(
         if (job := existing_job(tx, cmd.envelope, JobKind.REMOVE_SNAPSHOT, digest)) is not None:
             return job
         now = utcnow()
-        vm = tx.vms.get(cmd.vm_id, for_update=True)
-        if vm is None:
-            raise NotFound("VM_NOT_EXIST", f"VM {cmd.vm_id} does not exist", vm_id=cmd.vm_id)
+        vm = locked_vm(tx, cmd.vm_id)
         snapshot = tx.snapshots.get(cmd.snapshot_id)
         if snapshot is None or snapshot.vm_id != vm.id:
             raise NotFound(

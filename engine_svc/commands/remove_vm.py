@@ -14,6 +14,7 @@ from engine_svc.commands.admission import (
     Envelope,
     existing_job,
     finish_db_only,
+    locked_vm,
     new_job,
     request_hash,
     require_down,
@@ -24,7 +25,7 @@ from engine_svc.config import EngineSettings
 from engine_svc.db.models import Disk, Job, Volume
 from engine_svc.db.uow import Database
 from engine_svc.domain import DiskKind, JobKind, disk_lock, is_uuid, utcnow, vm_lock
-from engine_svc.errors import NotFound, invalid_field
+from engine_svc.errors import invalid_field
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,7 @@ def remove_vm(db: Database, settings: EngineSettings, cmd: RemoveVm) -> Job:
         if (job := existing_job(tx, cmd.envelope, JobKind.REMOVE_VM, digest)) is not None:
             return job
         now = utcnow()
-        vm = tx.vms.get(cmd.vm_id, for_update=True)
-        if vm is None:
-            raise NotFound("VM_NOT_EXIST", f"VM {cmd.vm_id} does not exist", vm_id=cmd.vm_id)
+        vm = locked_vm(tx, cmd.vm_id)
         attachments = list(tx.disks.attachments_of_vm(vm.id))
         disk_ids = {a.disk_id for a in attachments} | tx.volumes.history_disk_ids(vm.id)
         disks = tx.disks.get_many(disk_ids, for_update=True)

@@ -8,6 +8,7 @@ from engine_svc.commands.admission import (
     Envelope,
     existing_job,
     finish_db_only,
+    locked_vm,
     new_job,
     request_hash,
     take_locks,
@@ -47,9 +48,7 @@ def set_vm_run_state(db: Database, settings: EngineSettings, cmd: SetVmRunState)
         if (job := existing_job(tx, cmd.envelope, JobKind.SET_VM_RUN_STATE, digest)) is not None:
             return job
         now = utcnow()
-        vm = tx.vms.get(cmd.vm_id, for_update=True)
-        if vm is None:
-            raise NotFound("VM_NOT_EXIST", f"VM {cmd.vm_id} does not exist", vm_id=cmd.vm_id)
+        vm = locked_vm(tx, cmd.vm_id)
         host = None
         if cmd.run_state is RunState.UP:
             host = tx.hosts.get(cmd.host_id)

@@ -13,6 +13,7 @@ from engine_svc.commands.admission import (
     disk_metadata,
     existing_job,
     finish_db_only,
+    locked_vm,
     new_job,
     request_hash,
     take_locks,
@@ -159,9 +160,7 @@ def update_vm(db: Database, cmd: UpdateVm) -> Job:
         if (job := existing_job(tx, cmd.envelope, JobKind.UPDATE_VM, digest)) is not None:
             return job
         now = utcnow()
-        vm = tx.vms.get(cmd.vm_id, for_update=True)
-        if vm is None:
-            raise NotFound("VM_NOT_EXIST", f"VM {cmd.vm_id} does not exist", vm_id=cmd.vm_id)
+        vm = locked_vm(tx, cmd.vm_id)
         requested = [d.disk_id for d in cmd.disks]
         found = tx.disks.get_many(requested, for_update=True)
         missing = [d for d in requested if d not in found]

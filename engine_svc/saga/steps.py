@@ -168,7 +168,7 @@ class StepRunner:
                     snapshot.kind is StepKind.DELETE_VOLUME
                     and failure.code is grpc.StatusCode.NOT_FOUND
                 ):
-                    return self._done(seq, None) if record_success else StepResult(True)
+                    return self._done(seq, None, record=record_success)
                 if not failure.transient:
                     return self._fail(
                         seq, JOB_REASON_BY_KIND[snapshot.kind], failure.message, failure
@@ -185,7 +185,7 @@ class StepRunner:
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
             if op.state is OpState.DONE:
-                return self._done(seq, op) if record_success else StepResult(True, op)
+                return self._done(seq, op, record=record_success)
             assert op.error is not None or op.state is OpState.ABORTED
             failure = op.error or AgentFailure(
                 grpc.StatusCode.ABORTED, "ABORTED", "operation aborted"
@@ -261,7 +261,9 @@ class StepRunner:
         with self.ctx.tx() as (tx, _job):
             tx.jobs.step(self.ctx.job_id, seq).progress = progress
 
-    def _done(self, seq: int, op: AgentOperation | None) -> StepResult:
+    def _done(self, seq: int, op: AgentOperation | None, *, record: bool) -> StepResult:
+        if not record:
+            return StepResult(True, op)
         with self.ctx.tx() as (tx, job):
             record_done(tx.jobs.step(self.ctx.job_id, seq), op)
             _recompute_progress(tx, job)

@@ -32,13 +32,8 @@ def rpc(method: F) -> F:
                     "this engine is shutting down; retry with the same request_id",
                 )
             return method(self, request, context)
-        except EngineError as err:
-            context.abort_with_status(to_status(err))
         except Exception as exc:
-            log.exception("%s failed", method.__name__)
-            context.abort_with_status(
-                to_status(InternalError("ENGINE_ERROR", f"internal error: {type(exc).__name__}"))
-            )
+            context.abort_with_status(_status_of(exc, method.__name__))
 
     return wrapper  # type: ignore[return-value]
 
@@ -50,15 +45,17 @@ def stream_rpc(method: F) -> F:
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             yield from method(self, request, context)
-        except EngineError as err:
-            context.abort_with_status(to_status(err))
         except Exception as exc:
-            log.exception("%s failed", method.__name__)
-            context.abort_with_status(
-                to_status(InternalError("ENGINE_ERROR", f"internal error: {type(exc).__name__}"))
-            )
+            context.abort_with_status(_status_of(exc, method.__name__))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _status_of(exc: Exception, method_name: str) -> grpc.Status:
+    if isinstance(exc, EngineError):
+        return to_status(exc)
+    log.exception("%s failed", method_name)
+    return to_status(InternalError("ENGINE_ERROR", f"internal error: {type(exc).__name__}"))
 
 
 def peer_dns_names(context: grpc.ServicerContext) -> frozenset[str] | None:
