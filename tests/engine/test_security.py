@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from disksnap.engine.v1 import common_pb2, inventory_pb2, registry_pb2, registry_pb2_grpc
 from support.certs import CertificateAuthority
-from support.engine import EngineApi, EngineProcess, error_info, token_file
+from support.engine import EngineApi, EngineProcess, engine_with_tokens, error_info
 from support.processes import AgentProcess
 
 MiB = 1024 * 1024
@@ -20,12 +20,7 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 def token_engine(tmp_path: Path) -> Iterator[EngineProcess]:
-    tokens = token_file(tmp_path / "tokens", {"admin-secret": "admin", "viewer-secret": "viewer"})
-    engine = EngineProcess(
-        tmp_path / "engine",
-        f"sqlite:///{tmp_path / 'engine.db'}",
-        extra_args=["--auth-token-file", str(tokens)],
-    ).start()
+    engine = engine_with_tokens(tmp_path).start()
     try:
         yield engine
     finally:

@@ -24,9 +24,9 @@ from support.engine import (
     Cluster,
     EngineProcess,
     PgDatabases,
+    engine_with_tokens,
     pg_admin_url,
     retry,
-    token_file,
 )
 from support.processes import FaultsFile
 
@@ -224,12 +224,7 @@ def test_engine_error(cluster: Cluster, client: disksnap.Client) -> None:
 
 
 def test_authentication_and_roles(tmp_path: Path) -> None:
-    tokens = token_file(tmp_path / "tokens", {"admin-secret": "admin", "viewer-secret": "viewer"})
-    engine = EngineProcess(
-        tmp_path / "engine",
-        f"sqlite:///{tmp_path / 'engine.db'}",
-        extra_args=["--auth-token-file", str(tokens)],
-    ).start()
+    engine = engine_with_tokens(tmp_path).start()
     try:
         for token in (None, "wrong-secret"):
             with disksnap.Client(engine.address, token=token) as anonymous:

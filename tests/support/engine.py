@@ -477,6 +477,17 @@ def token_file(path: Path, roles: Mapping[str, str]) -> Path:
     return path
 
 
+def engine_with_tokens(workdir: Path) -> EngineProcess:
+    """An engine on SQLite (not started) whose callers need a bearer token:
+    ``admin-secret`` (role admin) or ``viewer-secret`` (role viewer)."""
+    tokens = token_file(workdir / "tokens", {"admin-secret": "admin", "viewer-secret": "viewer"})
+    return EngineProcess(
+        workdir / "engine",
+        f"sqlite:///{workdir / 'engine.db'}",
+        extra_args=["--auth-token-file", str(tokens)],
+    )
+
+
 def error_info(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     """(code, reason, metadata) of an engine error."""
     from google.rpc import error_details_pb2
