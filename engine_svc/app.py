@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from engine_svc.agents.client import AgentClient
+from engine_svc.commands.admission import Started
 from engine_svc.config import EngineSettings
 from engine_svc.db.models import Job
 from engine_svc.db.uow import Database
@@ -32,12 +33,21 @@ class EngineApp:
     runner: JobRunner
     shutting_down: threading.Event = field(default_factory=threading.Event)
 
-    def admitted(self, job: Job, wait_timeout_s: int) -> JobView:
-        """After admission: start the job here, optionally wait, return the job as it stands."""
-        if JobState(job.state) is JobState.PENDING:
+    def admitted(self, job: Job, wait_timeout_s: int, *, started: Started | None = None) -> JobView:
+        """After admission: start the job here (``started``: admission claimed it already),
+        optionally wait, return the job as it stands."""
+        waiting = wait_timeout_s > 0 and not JobState(job.state).terminal
+        if waiting:
+            self.runner.events.want_finished(job.id)
+        if started is not None:
+            self.runner.run_started(started)
+        elif JobState(job.state) is JobState.PENDING:
             self.runner.run_admitted(job.id)
-        if wait_timeout_s > 0 and not JobState(job.state).terminal:
+        if waiting:
             self.wait(job.id, wait_timeout_s)
+            finished = self.runner.events.take_finished(job.id)
+            if finished is not None:
+                return finished
         return get_job(self.db, job.id)
 
     def wait(self, job_id: str, timeout_s: float) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine_svc.config import EngineSettings
-from engine_svc.db.models import Disk, Job, JobStep, Vm
+from engine_svc.db.models import Disk, Host, Job, JobStep, Snapshot, Vm
 from engine_svc.db.repos import Repositories
 from engine_svc.db.repos.hosts import host_is_up
 from engine_svc.domain import (
@@ -57,6 +57,26 @@ class Envelope:
             raise invalid_field("envelope.correlation_id", "≤64 chars of [A-Za-z0-9._-]")
         if not 0 <= self.wait_timeout_s <= MAX_WAIT_S:
             raise invalid_field("envelope.wait_timeout_s", f"must be 0..{MAX_WAIT_S}")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Offered by an engine with a free worker: admission claims the job it creates for that
+    engine (lease epoch 1) in the admission transaction, so the job starts RUNNING and its
+    flow needs no claim transaction (SPEC §5.2's PENDING → RUNNING happens before commit)."""
+
+    owner: str
+    duration: timedelta
+
+
+@dataclass(frozen=True)
+class Started:
+    """A job admission created and claimed under a ``Lease``, with its STARTED steps and
+    the address of each step's host: its flow calls the agents without re-reading them."""
+
+    job: Job
+    steps: tuple[JobStep, ...]
+    addresses: Mapping[str, str]
 
 
 def request_hash(kind: JobKind, params: Mapping[str, Any]) -> str:
@@ -136,12 +156,14 @@ def locked_vm(tx: Repositories, vm_id: str) -> Vm:
     return vm
 
 
-def require_not_in_preview(tx: Repositories, vm: Vm) -> None:
-    """VM_IN_PREVIEW when the VM has a PREVIEW snapshot."""
-    if tx.snapshots.preview_of(vm.id) is not None:
+def require_not_in_preview(tx: Repositories, vm: Vm) -> Snapshot:
+    """VM_IN_PREVIEW when the VM has a PREVIEW snapshot; else its ACTIVE snapshot."""
+    active, preview = tx.snapshots.current_of(vm.id)
+    if preview is not None:
         raise PreconditionFailed(
             "VM_IN_PREVIEW", f"VM {vm.name} is in preview", vm_id=vm.id, vm_name=vm.name
         )
+    return active
 
 
 def require_down(vm: Vm) -> None:
@@ -158,23 +180,24 @@ def require_down(vm: Vm) -> None:
 
 def require_domains(
     tx: Repositories, settings: EngineSettings, needs: Mapping[str, int], now: datetime
-) -> dict[str, str]:
+) -> dict[str, Host]:
     """Every domain exists, is ACTIVE and keeps the critical reserve after ``needs`` bytes.
 
     Returns, per domain, the UP host ``pick_host`` would choose for its steps.
     """
-    hosts: dict[str, str] = {}
+    hosts: dict[str, Host] = {}
+    found = tx.hosts.domains_served(needs)
     for domain_id in sorted(needs):
-        domain = tx.hosts.domain(domain_id)
-        if domain is None:
+        if domain_id not in found:
             raise NotFound(
                 "STORAGE_DOMAIN_NOT_EXIST",
                 f"storage domain {domain_id} does not exist",
                 domain_id=domain_id,
             )
+        domain, all_serving = found[domain_id]
         serving = [
             (hd, host)
-            for hd, host in tx.hosts.serving(domain_id)
+            for hd, host in all_serving
             if host_is_up(host, now, settings.heartbeat_interval)
         ]
         reports = [hd for hd, _host in serving]
@@ -198,7 +221,7 @@ def require_domains(
                 required_bytes=required,
                 free_bytes=free,
             )
-        hosts[domain_id] = serving[0][1].id
+        hosts[domain_id] = serving[0][1]
     return hosts
 
 
@@ -225,12 +248,14 @@ def new_job(
     targets: Iterable[str],
     params: dict[str, Any],
     deadline: timedelta | None = None,
+    lease: Lease | None = None,
 ) -> Job:
-    """A PENDING job (DB-only commands finish it with ``finish_db_only``)."""
+    """A PENDING job (DB-only commands finish it with ``finish_db_only``), or with a
+    ``lease`` a RUNNING job claimed by its owner."""
     return Job(
         id=new_id(),
         kind=kind,
-        state=JobState.PENDING,
+        state=JobState.RUNNING if lease else JobState.PENDING,
         vm_id=vm_id,
         target_ids=sorted(targets),
         request_id=env.request_id or None,
@@ -238,7 +263,7 @@ def new_job(
         correlation_id=env.correlation_id,
         params=params,
         created_at=now,
-        started_at=None,
+        started_at=now if lease else None,
         ended_at=None,
         prepare_deadline=now + deadline if deadline else None,
         progress=0,
@@ -246,9 +271,9 @@ def new_job(
         memory_outcome=None,
         result={},
         error=None,
-        lease_owner=None,
-        lease_epoch=0,
-        lease_expires_at=None,
+        lease_owner=lease.owner if lease else None,
+        lease_epoch=1 if lease else 0,
+        lease_expires_at=now + lease.duration if lease else None,
         version=1,
     )
 
@@ -270,8 +295,10 @@ def plan_step(
     disk_id: str | None,
     volume_ids: list[str],
     params: dict[str, Any] | None = None,
+    started: bool = False,
 ) -> JobStep:
-    """A PLANNED step with its engine-chosen op_id ``<job_id>:<seq>``."""
+    """A step with its engine-chosen op_id ``<job_id>:<seq>``: PLANNED, or ``started``
+    (first attempt) in a job admission claimed, whose flow calls the agent once it commits."""
     return JobStep(
         job_id=job.id,
         seq=seq,
@@ -282,13 +309,13 @@ def plan_step(
         volume_ids=volume_ids,
         params=params or {},
         op_id=f"{job.id}:{seq}",
-        state=StepState.PLANNED,
-        attempts=0,
+        state=StepState.STARTED if started else StepState.PLANNED,
+        attempts=1 if started else 0,
         progress=0,
         error=None,
         compensates=None,
         result=None,
-        started_at=None,
+        started_at=job.started_at if started else None,
         ended_at=None,
     )
 

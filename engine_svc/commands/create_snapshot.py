@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from engine_svc.commands.admission import (
     OVERLAY_BYTES,
     Envelope,
+    Lease,
+    Started,
     disk_metadata,
     existing_job,
     finish_db_only,
@@ -89,8 +91,12 @@ def validate_description(text: str) -> None:
         )
 
 
-def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot) -> Job:
-    """Admit a CreateSnapshot; returns the job (PENDING, or SUCCEEDED if config-only)."""
+def create_snapshot(
+    db: Database, settings: EngineSettings, cmd: CreateSnapshot, lease: Lease | None = None
+) -> tuple[Job, Started | None]:
+    """Admit a CreateSnapshot: the job is PENDING, RUNNING under ``lease`` (then also
+    returned as ``Started``), or SUCCEEDED if config-only. A repeated request returns its
+    existing job."""
     validate_description(cmd.description)
     if not is_uuid(cmd.vm_id):
         raise invalid_field("vm_id", "must be a lowercase UUID")
@@ -119,11 +125,12 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
     )
     with db.transaction() as tx:
         if (job := existing_job(tx, cmd.envelope, JobKind.CREATE_SNAPSHOT, digest)) is not None:
-            return job
+            return job, None
         now = utcnow()
         vm = locked_vm(tx, cmd.vm_id)
-        attachments = {a.disk_id: a for a in tx.disks.attachments_of_vm(vm.id)}
-        attached_disks = tx.disks.get_many(attachments, for_update=True)
+        attached = tx.disks.attached_to(vm.id)
+        attachments = {a.disk_id: a for a, _ in attached}
+        attached_disks = {d.id: d for _, d in attached}
         if requested is None:
             selected = [
                 d.id
@@ -169,6 +176,7 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
             targets=[vm.id],
             params={},
             deadline=settings.prepare_deadline,
+            lease=lease if selected else None,
         )
         take_locks(
             tx,
@@ -178,7 +186,7 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
             disks=attached_disks,
             now=now,
         )
-        require_not_in_preview(tx, vm)
+        active = require_not_in_preview(tx, vm)
         if cmd.save_memory:
             if vm.run_state != "UP":
                 raise PreconditionFailed(
@@ -214,7 +222,6 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
             needs[domain_id] = needs.get(domain_id, 0) + OVERLAY_BYTES
         hosts = require_domains(tx, settings, needs, now)
 
-        active = tx.snapshots.active_of(vm.id)
         entries = [disk_entry(attached_disks[d], attachments[d], heads[d]) for d in selected]
         snapshot = Snapshot(
             id=new_id(),
@@ -251,18 +258,25 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
             )
             head.status = VolumeStatus.LOCKED
             plan.append(
-                {"seq": seq, "disk_id": disk_id, "head_id": head.id, "volume_id": overlay_id}
+                {
+                    "seq": seq,
+                    "disk_id": disk_id,
+                    "disk_alias": attached_disks[disk_id].alias,
+                    "head_id": head.id,
+                    "volume_id": overlay_id,
+                }
             )
             steps.append(
                 plan_step(
                     job,
                     seq,
                     StepKind.CREATE_VOLUME,
-                    host_id=hosts[head.domain_id],
+                    host_id=hosts[head.domain_id].id,
                     domain_id=head.domain_id,
                     disk_id=disk_id,
                     volume_ids=[overlay_id],
                     params={"parent_id": head.id},
+                    started=job.lease_owner is not None,
                 )
             )
         job.params = {"snapshot_id": snapshot.id, "atomic": cmd.atomic, "disks": plan}
@@ -286,4 +300,6 @@ def create_snapshot(db: Database, settings: EngineSettings, cmd: CreateSnapshot)
             tx.locks.release_job(job.id)
         else:
             tx.jobs.add(job, steps)
-        return job
+        if job.lease_owner is None:
+            return job, None
+        return job, Started(job, tuple(steps), {h.id: h.address for h in hosts.values()})

@@ -227,9 +227,8 @@ def admit_preview(
         disks={**all_attached, **named},
         now=now,
     )
-    require_not_in_preview(tx, vm)
+    active = require_not_in_preview(tx, vm)
     require_down(vm)
-    active = tx.snapshots.active_of(vm.id)
     config_snapshot = None
     if cmd.config_snapshot_id and cmd.config_snapshot_id != active.id:
         config_snapshot = tx.snapshots.get(cmd.config_snapshot_id)

@@ -8,12 +8,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from engine_svc.agents.client import AgentClient
+from engine_svc.commands.admission import Started
 from engine_svc.config import EngineSettings
 from engine_svc.db.models import Host, Job, JobStep
 from engine_svc.db.repos import Repositories
 from engine_svc.db.repos.hosts import host_is_up
 from engine_svc.db.uow import Database
 from engine_svc.domain import JobState, StepKind, utcnow
+from engine_svc.queries import JobView
 from engine_svc.saga.events import JobEvents
 
 
@@ -22,7 +24,8 @@ class JobContext:
     """One claimed job: every write goes through ``tx()``, which checks the lease.
 
     ``claimed_state`` is the job's state when this worker claimed it (never PENDING: the
-    claim starts a pending job), where its flow resumes from.
+    claim starts a pending job), where its flow resumes from. ``started`` is set when the
+    job was claimed in its admission transaction: what that transaction wrote.
     """
 
     db: Database
@@ -33,6 +36,7 @@ class JobContext:
     claimed_state: JobState
     stopping: threading.Event
     events: JobEvents
+    started: Started | None = None
 
     @contextmanager
     def tx(self) -> Iterator[tuple[Repositories, Job]]:
@@ -44,7 +48,10 @@ class JobContext:
         with self.db.transaction(durable=False) as tx:
             job = tx.jobs.fence(self.job_id, self.epoch)
             yield tx, job
-        self.events.changed(self.job_id, terminal=JobState(job.state).terminal)
+            terminal = JobState(job.state).terminal
+            steps = tx.jobs.steps_read(job.id) if terminal else None
+        finished = JobView(job, list(steps)) if steps is not None else None
+        self.events.changed(self.job_id, terminal=terminal, finished=finished)
 
     def host_for_step(self, tx: Repositories, step: JobStep) -> Host | None:
         """The UP host to run a step on: its own host for INIT_DOMAIN (the domain is not

@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import update
 
 from engine_svc.agents.client import AgentClient
+from engine_svc.commands.admission import Lease, Started
 from engine_svc.config import EngineSettings
 from engine_svc.db.models import Job
 from engine_svc.db.repos.jobs import Claim, LeaseLost
 from engine_svc.db.uow import Database
-from engine_svc.domain import ACTIVE_JOB_STATES, new_id, utcnow
+from engine_svc.domain import ACTIVE_JOB_STATES, JobKind, JobState, new_id, utcnow
 from engine_svc.errors import Unavailable
 from engine_svc.saga.context import JobContext
 from engine_svc.saga.events import JobEvents
@@ -114,6 +115,18 @@ class JobRunner:
         if claim is not None:
             self._submit(claim)
 
+    def lease_offer(self) -> Lease | None:
+        """A lease for admission to claim its job with, while a worker is free."""
+        if self._free_workers() <= 0:
+            return None
+        return Lease(self.owner, self.settings.lease)
+
+    def run_started(self, started: Started) -> None:
+        """Run a job its admission claimed for this engine (``lease_offer``)."""
+        job = started.job
+        claim = Claim(job.id, job.lease_epoch, JobState(job.state), JobKind(job.kind))
+        self._submit(claim, started)
+
     def _free_workers(self) -> int:
         with self._guard:
             return self.settings.worker_threads - len(self._held)
@@ -132,12 +145,12 @@ class JobRunner:
         for claim in claimed:
             self._submit(claim)
 
-    def _submit(self, claim: Claim) -> None:
+    def _submit(self, claim: Claim, started: Started | None = None) -> None:
         with self._guard:
             self._held[claim.job_id] = claim.epoch
-        self._pool.submit(self._execute, claim)
+        self._pool.submit(self._execute, claim, started)
 
-    def _execute(self, claim: Claim) -> None:
+    def _execute(self, claim: Claim, started: Started | None) -> None:
         job_id = claim.job_id
         ctx = JobContext(
             self.db,
@@ -148,6 +161,7 @@ class JobRunner:
             claim.state,
             self._stopping,
             self.events,
+            started,
         )
         try:
             FLOWS[claim.kind](ctx)

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import grpc
 
 from engine_svc.agents.client import AgentCallError, AgentFailure, AgentOperation, OpState
+from engine_svc.commands.admission import Started
 from engine_svc.db.models import Host, Job, JobStep
 from engine_svc.db.repos import Repositories
 from engine_svc.domain import StepKind, StepState, check_step_transition, utcnow
@@ -107,6 +108,15 @@ class StepRunner:
                 hosts[key] = self.ctx.host_for_step(tx, step)
             begun[step.seq] = Begun(step.seq, None, _point(step, hosts[key]))
         return begun
+
+    def started(self, started: Started) -> dict[int, Begun]:
+        """The steps admission committed as STARTED, with where to call each."""
+        return {
+            step.seq: Begun(
+                step.seq, None, (started.addresses[step.host_id or ""], _StepCall.of(step))
+            )
+            for step in started.steps
+        }
 
     def drive(
         self,

@@ -29,7 +29,7 @@ class SnapshotServicer(snapshots_pb2_grpc.SnapshotServiceServicer):
     ) -> snapshots_pb2.CreateSnapshotResponse:
         env = convert.envelope_from_proto(request.envelope)
         disk_ids = tuple(request.disks.disk_ids) if request.HasField("disks") else None
-        job = create_snapshot(
+        job, started = create_snapshot(
             self.app.db,
             self.app.settings,
             CreateSnapshot(
@@ -40,8 +40,9 @@ class SnapshotServicer(snapshots_pb2_grpc.SnapshotServiceServicer):
                 atomic=request.atomic,
                 envelope=env,
             ),
+            self.app.runner.lease_offer(),
         )
-        view = self.app.admitted(job, env.wait_timeout_s)
+        view = self.app.admitted(job, env.wait_timeout_s, started=started)
         return snapshots_pb2.CreateSnapshotResponse(job=convert.job_to_proto(view))
 
     @rpc

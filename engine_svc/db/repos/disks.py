@@ -62,6 +62,18 @@ class DiskRepository:
             select(Attachment).where(Attachment.vm_id == vm_id).order_by(Attachment.disk_id)
         ).all()
 
+    def attached_to(self, vm_id: str) -> Sequence[tuple[Attachment, Disk]]:
+        """The VM's attachments (any state) with their disks, the disk rows locked FOR UPDATE
+        (SPEC §5.8), in one query."""
+        rows = self.session.execute(
+            select(Attachment, Disk)
+            .join(Disk, Disk.id == Attachment.disk_id)
+            .where(Attachment.vm_id == vm_id)
+            .order_by(Disk.id)
+            .with_for_update(of=Disk)
+        ).all()
+        return [(a, d) for a, d in rows]
+
     def attachments_of_disk(self, disk_id: str) -> Sequence[Attachment]:
         """The disk's attachments."""
         return self.session.scalars(

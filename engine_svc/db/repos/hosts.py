@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -62,6 +62,24 @@ class HostRepository:
             .order_by(Host.name)
         ).all()
         return [(hd, h) for hd, h in rows]
+
+    def domains_served(
+        self, domain_ids: Iterable[str]
+    ) -> dict[str, tuple[StorageDomain, Sequence[tuple[HostDomain, Host]]]]:
+        """Each existing domain among ``domain_ids`` with ``serving``'s list, in one query."""
+        rows = self.session.execute(
+            select(StorageDomain, HostDomain, Host)
+            .outerjoin(HostDomain, HostDomain.domain_id == StorageDomain.id)
+            .outerjoin(Host, Host.id == HostDomain.host_id)
+            .where(StorageDomain.id.in_(sorted(set(domain_ids))))
+            .order_by(StorageDomain.id, Host.name)
+        ).all()
+        domains = {domain.id: domain for domain, _, _ in rows}
+        serving: dict[str, list[tuple[HostDomain, Host]]] = {d: [] for d in domains}
+        for domain, report, host in rows:
+            if report is not None and host is not None:
+                serving[domain.id].append((report, host))
+        return {d: (domains[d], serving[d]) for d in domains}
 
     def host_domains(self, host_id: str) -> Sequence[HostDomain]:
         """The domains a host serves."""

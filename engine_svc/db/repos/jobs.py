@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from engine_svc.db.models import Job, JobStep
 from engine_svc.domain import (
@@ -39,6 +41,7 @@ class JobRepository:
     def __init__(self, session: Session, *, postgres: bool) -> None:
         self.session = session
         self.postgres = postgres
+        self._steps: dict[str, list[JobStep]] = {}
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None."""
@@ -56,9 +59,17 @@ class JobRepository:
 
     def steps(self, job_id: str) -> Sequence[JobStep]:
         """The job's steps in order."""
-        return self.session.scalars(
+        steps = self.session.scalars(
             select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.seq)
         ).all()
+        self._steps[job_id] = list(steps)
+        return steps
+
+    def steps_read(self, job_id: str) -> Sequence[JobStep] | None:
+        """The job's steps in order if this transaction read them all (``steps``), else None;
+        no SQL."""
+        steps = self._steps.get(job_id)
+        return None if steps is None else sorted(steps, key=lambda s: s.seq)
 
     def step(self, job_id: str, seq: int) -> JobStep:
         """One step."""
@@ -70,6 +81,8 @@ class JobRepository:
     def add_step(self, step: JobStep) -> None:
         """Insert a step planned after admission (e.g. a compensation)."""
         self.session.add(step)
+        if step.job_id in self._steps:
+            self._steps[step.job_id].append(step)
 
     def list(
         self,
@@ -175,16 +188,18 @@ class JobRepository:
             raise LeaseLost(job_id)
         return job
 
-    def transition(self, job: Job, new: JobState, epoch: int) -> None:
-        """Compare-and-swap the job's state under our lease (SPEC §5.2)."""
+    def transition(self, job: Job, new: JobState, epoch: int, **values: Any) -> None:
+        """Compare-and-swap the job's state under our lease (SPEC §5.2), writing ``values``
+        (other job columns) in the same UPDATE; ``job`` is kept in step with the row."""
         old = JobState(job.state)
         check_job_transition(old, new)
         result = self.session.execute(
             update(Job)
             .where(Job.id == job.id, Job.state == old, Job.lease_epoch == epoch)
-            .values(state=new, version=Job.version + 1)
+            .values(state=new, version=Job.version + 1, **values)
             .execution_options(synchronize_session=False)
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise LeaseLost(job.id)
-        job.state = new
+        for key, value in {**values, "state": new, "version": job.version + 1}.items():
+            set_committed_value(job, key, value)

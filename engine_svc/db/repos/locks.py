@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Job, Lock
 from engine_svc.domain import ACTIVE_JOB_STATES
+
+# Core statements on the table: a lock row is never loaded as an object when taken.
+LOCKS = cast(Table, Lock.__table__)
 
 
 class LockRepository:
@@ -29,18 +33,16 @@ class LockRepository:
         wanted = sorted(set(keys))
         if not wanted:
             return []
+        # One cached statement, which insertmanyvalues sends as a single multi-row INSERT.
         stmt = (
-            self._insert(Lock)
-            .values(
-                [
-                    {"key": key, "job_id": job_id, "job_kind": job_kind, "acquired_at": now}
-                    for key in wanted
-                ]
-            )
+            self._insert(LOCKS)
             .on_conflict_do_nothing(index_elements=["key"])
-            .returning(Lock.key)
+            .returning(LOCKS.c.key)
         )
-        taken = set(self.session.scalars(stmt))
+        rows = [
+            {"key": k, "job_id": job_id, "job_kind": job_kind, "acquired_at": now} for k in wanted
+        ]
+        taken = set(self.session.scalars(stmt, rows))
         return [key for key in wanted if key not in taken]
 
     def holders(self, keys: Iterable[str]) -> dict[str, Lock]:

@@ -44,6 +44,18 @@ class SnapshotRepository:
             select(Snapshot).where(Snapshot.vm_id == vm_id, Snapshot.type == SnapshotType.PREVIEW)
         )
 
+    def current_of(self, vm_id: str) -> tuple[Snapshot, Snapshot | None]:
+        """The VM's ACTIVE snapshot and its PREVIEW snapshot (None unless in preview), read
+        in one query."""
+        rows = self.session.scalars(
+            select(Snapshot).where(
+                Snapshot.vm_id == vm_id,
+                Snapshot.type.in_([SnapshotType.ACTIVE, SnapshotType.PREVIEW]),
+            )
+        ).all()
+        (active,) = [s for s in rows if s.type == SnapshotType.ACTIVE]
+        return active, next((s for s in rows if s.type == SnapshotType.PREVIEW), None)
+
     def add(self, snapshot: Snapshot) -> None:
         """Insert a snapshot row."""
         self.session.add(snapshot)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import BigInteger, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Snapshot, Volume
-from engine_svc.domain import SnapshotType
+from engine_svc.domain import SnapshotType, VolumeStatus
+
+# The volumes table itself: Core statements on it bypass the ORM's identity map.
+VOLUMES = cast(Table, Volume.__table__)
 
 
 class VolumeRepository:
@@ -92,6 +96,42 @@ class VolumeRepository:
             .execution_options(synchronize_session="fetch")
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def capture(self, snapshot_id: str, head_ids: Sequence[str]) -> None:
+        """Finalize of a snapshot: the LOCKED heads become its volumes (no longer active).
+
+        One UPDATE, compare-and-swap on LOCKED; rows loaded in this session are not refreshed.
+        """
+        result = self.session.execute(
+            update(VOLUMES)
+            .where(Volume.id.in_(head_ids), Volume.status == VolumeStatus.LOCKED)
+            .values(owner_snapshot_id=snapshot_id, active=False, status=VolumeStatus.OK)
+        )
+        if result.rowcount != len(set(head_ids)):  # type: ignore[attr-defined]
+            raise LookupError(f"volumes {sorted(head_ids)} are not all LOCKED")
+
+    def activate(self, actual_sizes: Mapping[str, int | None]) -> None:
+        """Finalize of a snapshot: its LOCKED overlays become the active heads, with the
+        allocation the agent reported (None keeps the recorded one).
+
+        One executemany UPDATE, compare-and-swap on LOCKED; rows loaded in this session are
+        not refreshed.
+        """
+        if not actual_sizes:
+            return
+        table = VOLUMES
+        result = self.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("volume_id"), table.c.status == VolumeStatus.LOCKED)
+            .values(
+                active=True,
+                status=VolumeStatus.OK,
+                actual_size=func.coalesce(bindparam("size", type_=BigInteger), table.c.actual_size),
+            ),
+            [{"volume_id": vid, "size": size} for vid, size in actual_sizes.items()],
+        )
+        if result.rowcount != len(actual_sizes):  # type: ignore[attr-defined]
+            raise LookupError(f"volumes {sorted(actual_sizes)} are not all LOCKED")
 
     def garbage(self) -> Sequence[Volume]:
         """Garbage volumes, newest first (leaves tend to be newer)."""

@@ -20,28 +20,41 @@ def finish(
     epoch: int,
     *,
     error: dict[str, Any] | None = None,
+    outcomes: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The terminal transition with the release of every lock row, in the caller's transaction."""
-    tx.jobs.transition(job, state, epoch)
-    job.ended_at = utcnow()
-    job.progress = 100
-    job.error = error
-    job.lease_owner = None
-    job.lease_expires_at = None
+    """The terminal transition with the release of every lock row, in the caller's transaction
+    (one UPDATE of the job, which also writes ``outcomes`` when given)."""
+    values: dict[str, Any] = {
+        "ended_at": utcnow(),
+        "progress": 100,
+        "error": error,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    if outcomes is not None:
+        values["outcomes"] = outcomes
+    tx.jobs.transition(job, state, epoch, **values)
     tx.locks.release_job(job.id)
 
 
-def set_outcome(job: Job, disk_id: str, **fields: Any) -> None:
-    """Insert or update the outcome entry of one disk (outcomes are a JSON list)."""
-    outcomes = [dict(o) for o in job.outcomes]
-    for entry in outcomes:
+def with_outcome(
+    outcomes: Iterable[dict[str, Any]], disk_id: str, **fields: Any
+) -> list[dict[str, Any]]:
+    """``outcomes`` (a job's JSON list) with the entry of one disk inserted or updated."""
+    updated = [dict(o) for o in outcomes]
+    for entry in updated:
         if entry["disk_id"] == disk_id:
             entry.update(fields)
             break
     else:
         base = {"disk_id": disk_id, "disk_alias": "", "volume_ids": [], "reason": "", "message": ""}
-        outcomes.append({**base, **fields})
-    job.outcomes = sorted(outcomes, key=lambda o: str(o["disk_id"]))
+        updated.append({**base, **fields})
+    return sorted(updated, key=lambda o: str(o["disk_id"]))
+
+
+def set_outcome(job: Job, disk_id: str, **fields: Any) -> None:
+    """Insert or update the outcome entry of one disk on the job."""
+    job.outcomes = with_outcome(job.outcomes, disk_id, **fields)
 
 
 def run_parallel(

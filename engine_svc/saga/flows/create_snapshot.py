@@ -20,6 +20,7 @@ from engine_svc.saga.flows.common import (
     run_parallel,
     set_outcome,
     undo_created_volume,
+    with_outcome,
 )
 from engine_svc.saga.steps import StepResult, StepRunner, record_done
 from engine_svc.snapshot_config import restrict
@@ -37,15 +38,21 @@ def run(ctx: JobContext) -> None:
 def _prepare(ctx: JobContext) -> dict[int, StepResult]:
     """Run every pending step; successes are returned for ``_finalize`` to record."""
     runner = StepRunner(ctx)
-    with ctx.tx() as (tx, job):
+    if ctx.started is not None:  # admission started every step: call the agents now
+        job = ctx.started.job
         entries = {int(e["seq"]): e for e in job.params["disks"]}
         deadline = job.prepare_deadline
-        pending = [
-            s
-            for s in tx.jobs.steps(job.id)
-            if s.seq in entries and s.state != StepState.COMPENSATED
-        ]
-        begun = runner.begin(tx, pending)
+        begun = runner.started(ctx.started)
+    else:
+        with ctx.tx() as (tx, job):
+            entries = {int(e["seq"]): e for e in job.params["disks"]}
+            deadline = job.prepare_deadline
+            pending = [
+                s
+                for s in tx.jobs.steps(job.id)
+                if s.seq in entries and s.state != StepState.COMPENSATED
+            ]
+            begun = runner.begin(tx, pending)
 
     def one_disk(seq: int) -> StepResult:
         result = runner.drive(begun[seq], deadline=deadline, record_success=False)
@@ -82,42 +89,45 @@ def _finalize(ctx: JobContext, results: dict[int, StepResult]) -> JobState:
             )
             job.error = first
             return JobState.COMPENSATING
-        snapshot = tx.snapshots.get(params["snapshot_id"])
-        assert snapshot is not None and snapshot.config is not None
-        volumes = tx.volumes.get_many([e["head_id"] for e in ok] + [e["volume_id"] for e in ok])
-        disks = tx.disks.get_many(e["disk_id"] for e in entries)
+        snapshot_id = params["snapshot_id"]
+        tx.volumes.capture(snapshot_id, [e["head_id"] for e in ok])
+        tx.volumes.activate({e["volume_id"]: _actual_size(steps[int(e["seq"])].result) for e in ok})
+        outcomes = job.outcomes
         for e in ok:
-            head, overlay = volumes[e["head_id"]], volumes[e["volume_id"]]
-            head.owner_snapshot_id = snapshot.id
-            head.active = False
-            head.status = VolumeStatus.OK
-            overlay.active = True
-            overlay.status = VolumeStatus.OK
-            recorded = steps[int(e["seq"])].result or {}
-            if recorded.get("volume"):
-                overlay.actual_size = int(recorded["volume"]["actual_size"])
-            set_outcome(
-                job,
+            outcomes = with_outcome(
+                outcomes,
                 e["disk_id"],
-                disk_alias=disks[e["disk_id"]].alias,
+                disk_alias=e["disk_alias"],
                 volume_ids=[e["head_id"]],
                 outcome=DiskOutcome.SNAPSHOTTED,
             )
         for e in failed:
             error = steps[int(e["seq"])].error or {}
-            set_outcome(
-                job,
+            outcomes = with_outcome(
+                outcomes,
                 e["disk_id"],
-                disk_alias=disks[e["disk_id"]].alias,
+                disk_alias=e["disk_alias"],
                 outcome=DiskOutcome.FAILED_EXCLUDED,
                 reason=error.get("reason", ""),
                 message=error.get("message", ""),
             )
-        snapshot.config = restrict(snapshot.config, [e["disk_id"] for e in ok])
-        snapshot.status = SnapshotStatus.OK
+        if failed:
+            snapshot = tx.snapshots.get(snapshot_id)
+            assert snapshot is not None and snapshot.config is not None
+            snapshot.config = restrict(snapshot.config, [e["disk_id"] for e in ok])
+        if not tx.snapshots.set_status(
+            snapshot_id, SnapshotStatus.OK, expected=SnapshotStatus.LOCKED
+        ):
+            raise LookupError(f"snapshot {snapshot_id} is not LOCKED at finalize")
         final = JobState.SUCCEEDED_PARTIAL if failed else JobState.SUCCEEDED
-        finish(tx, job, final, ctx.epoch)
+        finish(tx, job, final, ctx.epoch, outcomes=outcomes)
         return final
+
+
+def _actual_size(recorded: dict[str, Any] | None) -> int | None:
+    """The overlay's allocation the agent reported (None: the step's record has none)."""
+    volume = (recorded or {}).get("volume")
+    return int(volume["actual_size"]) if volume else None
 
 
 def _rollback(ctx: JobContext) -> None:
