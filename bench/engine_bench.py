@@ -4,7 +4,7 @@ Usage: .venv/bin/python bench/engine_bench.py [--quick] [--db sqlite|postgresql]
 
 Measures (p50 over N iterations, baseline interleaved with the measured runs):
   (a) a single-disk snapshot through the engine (CreateSnapshot with wait_timeout_s, i.e.
-      admission, claim, the agent's CreateVolume, finalize) vs a bare
+      admission, which also claims the job, the agent's CreateVolume, finalize) vs a bare
       `qemu-img create -f qcow2 -o compat=1.1 -b <parent> -F qcow2 -u <path> <size>` plus the
       fsyncs a durable create needs; target ratio <= 1.5;
   (b) a 16-disk snapshot on 4 agents vs the same 16 raw creates run 4 at a time (the

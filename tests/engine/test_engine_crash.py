@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import select
 
 from disksnap.engine.v1 import common_pb2, snapshots_pb2
+from engine_svc.db.models import Job, JobStep
+from engine_svc.db.session import make_engine
 from support.engine import Cluster
 
 MiB = 1024 * 1024
@@ -60,4 +63,61 @@ def test_engine_killed_mid_snapshot_recovers(
     for d in disks:
         excluded = failing_disk and d == disks[0]
         assert (after[d] == before[d]) is excluded
+    api.assert_consistent()
+
+
+def _job_rows(
+    db_url: str, job_id: str
+) -> tuple[tuple[str, str | None, int], list[tuple[str, int]]]:
+    """(state, lease_owner, lease_epoch) of a job and (state, attempts) of its steps, read
+    straight from the engine's database."""
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            job = conn.execute(
+                select(Job.state, Job.lease_owner, Job.lease_epoch).where(Job.id == job_id)
+            ).one()
+            steps = conn.execute(
+                select(JobStep.state, JobStep.attempts)
+                .where(JobStep.job_id == job_id)
+                .order_by(JobStep.seq)
+            ).all()
+    finally:
+        engine.dispose()
+    return (job.state, job.lease_owner, job.lease_epoch), [(s.state, s.attempts) for s in steps]
+
+
+def test_admission_claims_the_job_and_a_restarted_engine_reissues_its_steps(
+    cluster: Cluster,
+) -> None:
+    """The admitting engine claims the job in the admission transaction (lease epoch 1,
+    every step STARTED before any agent call); killed while the agents work, the job is
+    claimed again (epoch 2) and every step re-issued with its op_id, no volume left over."""
+    api = cluster.api()
+    vm_id = api.create_vm("vmclaim")
+    disks = [api.add_disk(vm_id, f"a{i}", cluster.domain_ids[i], 16 * MiB) for i in range(3)]
+    before = api.heads(vm_id)
+    for faults in cluster.faults:
+        faults.set([{"op": "CreateVolume", "disk_id": "*", "action": "delay", "seconds": 1.5}])
+    job = api.snapshots.CreateSnapshot(
+        snapshots_pb2.CreateSnapshotRequest(vm_id=vm_id, description="claimed"), timeout=10
+    ).job
+    assert job.state == common_pb2.JOB_STATE_RUNNING, job
+    assert _job_rows(cluster.db_url, job.id) == (
+        ("RUNNING", "engine0", 1),
+        [("STARTED", 1)] * 3,
+    )
+
+    engine = cluster.engines[0]
+    engine.kill9()
+    engine.restart()
+    api = cluster.api()
+    job = api.wait_job(job.id, timeout=60)
+    for faults in cluster.faults:
+        faults.clear()
+
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job
+    assert _job_rows(cluster.db_url, job.id) == (("SUCCEEDED", None, 2), [("DONE", 2)] * 3)
+    after = api.heads(vm_id)
+    assert all(after[d] != before[d] for d in disks)
     api.assert_consistent()
