@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Attachment, Disk
+
+# Built once: a statement object caches its compiled form and cache key (hot path).
+_ATTACHED_TO = (
+    select(Attachment, Disk)
+    .join(Disk, Disk.id == Attachment.disk_id)
+    .where(Attachment.vm_id == bindparam("vm_id"))
+    .order_by(Disk.id)
+    .with_for_update(of=Disk)
+)
 
 
 class DiskRepository:
@@ -65,13 +74,7 @@ class DiskRepository:
     def attached_to(self, vm_id: str) -> Sequence[tuple[Attachment, Disk]]:
         """The VM's attachments (any state) with their disks, the disk rows locked FOR UPDATE
         (SPEC §5.8), in one query."""
-        rows = self.session.execute(
-            select(Attachment, Disk)
-            .join(Disk, Disk.id == Attachment.disk_id)
-            .where(Attachment.vm_id == vm_id)
-            .order_by(Disk.id)
-            .with_for_update(of=Disk)
-        ).all()
+        rows = self.session.execute(_ATTACHED_TO, {"vm_id": vm_id}).all()
         return [(a, d) for a, d in rows]
 
     def attachments_of_disk(self, disk_id: str) -> Sequence[Attachment]:

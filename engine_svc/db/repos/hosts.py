@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Host, HostDomain, StorageDomain
+
+# Built once: a statement object caches its compiled form and cache key (hot path).
+_DOMAINS_SERVED = (
+    select(StorageDomain, HostDomain, Host)
+    .outerjoin(HostDomain, HostDomain.domain_id == StorageDomain.id)
+    .outerjoin(Host, Host.id == HostDomain.host_id)
+    .where(StorageDomain.id.in_(bindparam("ids", expanding=True)))
+    .order_by(StorageDomain.id, Host.name)
+)
 
 
 class HostRepository:
@@ -67,13 +76,7 @@ class HostRepository:
         self, domain_ids: Iterable[str]
     ) -> dict[str, tuple[StorageDomain, Sequence[tuple[HostDomain, Host]]]]:
         """Each existing domain among ``domain_ids`` with ``serving``'s list, in one query."""
-        rows = self.session.execute(
-            select(StorageDomain, HostDomain, Host)
-            .outerjoin(HostDomain, HostDomain.domain_id == StorageDomain.id)
-            .outerjoin(Host, Host.id == HostDomain.host_id)
-            .where(StorageDomain.id.in_(sorted(set(domain_ids))))
-            .order_by(StorageDomain.id, Host.name)
-        ).all()
+        rows = self.session.execute(_DOMAINS_SERVED, {"ids": sorted(set(domain_ids))}).all()
         domains = {domain.id: domain for domain, _, _ in rows}
         serving: dict[str, list[tuple[HostDomain, Host]]] = {d: [] for d in domains}
         for domain, report, host in rows:

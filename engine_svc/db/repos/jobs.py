@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -35,6 +35,17 @@ class LeaseLost(Exception):
     """This worker no longer holds the job's lease and must stop touching it."""
 
 
+# Built once: a statement object caches its compiled form and cache key (hot path).
+_STEPS = select(JobStep).where(JobStep.job_id == bindparam("job_id")).order_by(JobStep.seq)
+_FENCE = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.lease_epoch == bindparam("epoch"))
+    .values(version=Job.version + 1)
+    .returning(Job)
+    .execution_options(populate_existing=True)
+)
+
+
 class JobRepository:
     """Job and step rows, and the lease compare-and-swaps."""
 
@@ -59,9 +70,7 @@ class JobRepository:
 
     def steps(self, job_id: str) -> Sequence[JobStep]:
         """The job's steps in order."""
-        steps = self.session.scalars(
-            select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.seq)
-        ).all()
+        steps = self.session.scalars(_STEPS, {"job_id": job_id}).all()
         self._steps[job_id] = list(steps)
         return steps
 
@@ -177,13 +186,7 @@ class JobRepository:
 
     def fence(self, job_id: str, epoch: int) -> Job:
         """Row-lock the job and check we still hold its lease (raises LeaseLost)."""
-        job = self.session.scalars(
-            update(Job)
-            .where(Job.id == job_id, Job.lease_epoch == epoch)
-            .values(version=Job.version + 1)
-            .returning(Job)
-            .execution_options(populate_existing=True)
-        ).one_or_none()
+        job = self.session.scalars(_FENCE, {"job_id": job_id, "epoch": epoch}).one_or_none()
         if job is None:
             raise LeaseLost(job_id)
         return job

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,6 +15,9 @@ from engine_svc.domain import ACTIVE_JOB_STATES
 
 # Core statements on the table: a lock row is never loaded as an object when taken.
 LOCKS = cast(Table, Lock.__table__)
+
+
+_RELEASE_JOB = delete(LOCKS).where(LOCKS.c.job_id == bindparam("job_id"))
 
 
 class LockRepository:
@@ -58,7 +61,7 @@ class LockRepository:
 
     def release_job(self, job_id: str) -> None:
         """Delete every lock of a job (in its terminal transaction)."""
-        self.session.execute(delete(Lock).where(Lock.job_id == job_id))
+        self.session.execute(_RELEASE_JOB, {"job_id": job_id})
 
     def orphans(self) -> Sequence[Lock]:
         """Locks whose job is terminal or missing (a defect; removed at startup)."""

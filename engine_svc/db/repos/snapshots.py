@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Snapshot
 from engine_svc.domain import SnapshotType
+
+# Built once: a statement object caches its compiled form and cache key (hot path).
+_CURRENT_OF = select(Snapshot).where(
+    Snapshot.vm_id == bindparam("vm_id"),
+    Snapshot.type.in_([SnapshotType.ACTIVE, SnapshotType.PREVIEW]),
+)
 
 
 class SnapshotRepository:
@@ -47,12 +53,7 @@ class SnapshotRepository:
     def current_of(self, vm_id: str) -> tuple[Snapshot, Snapshot | None]:
         """The VM's ACTIVE snapshot and its PREVIEW snapshot (None unless in preview), read
         in one query."""
-        rows = self.session.scalars(
-            select(Snapshot).where(
-                Snapshot.vm_id == vm_id,
-                Snapshot.type.in_([SnapshotType.ACTIVE, SnapshotType.PREVIEW]),
-            )
-        ).all()
+        rows = self.session.scalars(_CURRENT_OF, {"vm_id": vm_id}).all()
         (active,) = [s for s in rows if s.type == SnapshotType.ACTIVE]
         return active, next((s for s in rows if s.type == SnapshotType.PREVIEW), None)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Vm
+
+# Built once: a statement object caches its compiled form and cache key (hot path).
+_VM_FOR_UPDATE = select(Vm).where(Vm.id == bindparam("vm_id")).with_for_update()
 
 
 class VmRepository:
@@ -18,10 +21,9 @@ class VmRepository:
 
     def get(self, vm_id: str, *, for_update: bool = False) -> Vm | None:
         """The VM, or None; ``for_update`` row-locks it (serialises admissions per VM)."""
-        stmt = select(Vm).where(Vm.id == vm_id)
         if for_update:
-            stmt = stmt.with_for_update()
-        return self.session.scalar(stmt)
+            return self.session.scalar(_VM_FOR_UPDATE, {"vm_id": vm_id})
+        return self.session.get(Vm, vm_id)
 
     def by_name(self, name: str) -> Vm | None:
         """The VM named ``name``, or None."""

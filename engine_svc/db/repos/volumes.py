@@ -15,6 +15,31 @@ from engine_svc.domain import SnapshotType, VolumeStatus
 VOLUMES = cast(Table, Volume.__table__)
 
 
+# Built once: a statement object caches its compiled form and cache key (hot path).
+_HEADS = select(Volume).where(
+    Volume.disk_id.in_(bindparam("disk_ids", expanding=True)),
+    Volume.active.is_(True),
+    Volume.pending_delete.is_(False),
+)
+_CAPTURE = (
+    update(VOLUMES)
+    .where(
+        VOLUMES.c.id.in_(bindparam("head_ids", expanding=True)),
+        VOLUMES.c.status == VolumeStatus.LOCKED,
+    )
+    .values(owner_snapshot_id=bindparam("snapshot_id"), active=False, status=VolumeStatus.OK)
+)
+_ACTIVATE = (
+    update(VOLUMES)
+    .where(VOLUMES.c.id == bindparam("volume_id"), VOLUMES.c.status == VolumeStatus.LOCKED)
+    .values(
+        active=True,
+        status=VolumeStatus.OK,
+        actual_size=func.coalesce(bindparam("size", type_=BigInteger), VOLUMES.c.actual_size),
+    )
+)
+
+
 class VolumeRepository:
     """Volume rows."""
 
@@ -55,13 +80,7 @@ class VolumeRepository:
         ids = sorted(set(disk_ids))
         if not ids:
             return {}
-        rows = self.session.scalars(
-            select(Volume).where(
-                Volume.disk_id.in_(ids),
-                Volume.active.is_(True),
-                Volume.pending_delete.is_(False),
-            )
-        )
+        rows = self.session.scalars(_HEADS, {"disk_ids": ids})
         return {v.disk_id: v for v in rows}
 
     def owned_by(self, snapshot_id: str) -> Sequence[Volume]:
@@ -103,9 +122,7 @@ class VolumeRepository:
         One UPDATE, compare-and-swap on LOCKED; rows loaded in this session are not refreshed.
         """
         result = self.session.execute(
-            update(VOLUMES)
-            .where(Volume.id.in_(head_ids), Volume.status == VolumeStatus.LOCKED)
-            .values(owner_snapshot_id=snapshot_id, active=False, status=VolumeStatus.OK)
+            _CAPTURE, {"snapshot_id": snapshot_id, "head_ids": sorted(head_ids)}
         )
         if result.rowcount != len(set(head_ids)):  # type: ignore[attr-defined]
             raise LookupError(f"volumes {sorted(head_ids)} are not all LOCKED")
@@ -119,16 +136,8 @@ class VolumeRepository:
         """
         if not actual_sizes:
             return
-        table = VOLUMES
         result = self.session.execute(
-            update(table)
-            .where(table.c.id == bindparam("volume_id"), table.c.status == VolumeStatus.LOCKED)
-            .values(
-                active=True,
-                status=VolumeStatus.OK,
-                actual_size=func.coalesce(bindparam("size", type_=BigInteger), table.c.actual_size),
-            ),
-            [{"volume_id": vid, "size": size} for vid, size in actual_sizes.items()],
+            _ACTIVATE, [{"volume_id": vid, "size": size} for vid, size in actual_sizes.items()]
         )
         if result.rowcount != len(actual_sizes):  # type: ignore[attr-defined]
             raise LookupError(f"volumes {sorted(actual_sizes)} are not all LOCKED")
