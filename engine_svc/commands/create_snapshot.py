@@ -178,6 +178,7 @@ def create_snapshot(
             deadline=settings.prepare_deadline,
             lease=lease if selected else None,
         )
+        claimed = job.lease_owner is not None
         take_locks(
             tx,
             [vm_lock(vm.id), *(disk_lock(d) for d in selected)],
@@ -276,7 +277,7 @@ def create_snapshot(
                     disk_id=disk_id,
                     volume_ids=[overlay_id],
                     params={"parent_id": head.id},
-                    started=job.lease_owner is not None,
+                    started=claimed,
                 )
             )
         job.params = {"snapshot_id": snapshot.id, "atomic": cmd.atomic, "disks": plan}
@@ -300,6 +301,6 @@ def create_snapshot(
             tx.locks.release_job(job.id)
         else:
             tx.jobs.add(job, steps)
-        if job.lease_owner is None:
+        if not claimed:
             return job, None
         return job, Started(job, tuple(steps), {h.id: h.address for h in hosts.values()})

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from disksnap.engine.v1 import common_pb2, snapshots_pb2
 from engine_svc.db.models import Job, JobStep
 from engine_svc.db.session import make_engine
-from support.engine import Cluster
+from support.engine import Cluster, EngineApi
 
 MiB = 1024 * 1024
 
@@ -48,13 +48,7 @@ def test_engine_killed_mid_snapshot_recovers(
         snapshots_pb2.CreateSnapshotRequest(vm_id=vm_id, description="crash me"), timeout=10
     ).job
     time.sleep(kill_after_s)
-    engine = cluster.engines[0]
-    engine.kill9()
-    engine.restart()
-    api = cluster.api()
-    job = api.wait_job(job.id, timeout=120)
-    for faults in cluster.faults:
-        faults.clear()
+    api, job = _kill_restart_and_wait(cluster, job.id, timeout=120)
     expected = (
         common_pb2.JOB_STATE_SUCCEEDED_PARTIAL if failing_disk else common_pb2.JOB_STATE_SUCCEEDED
     )
@@ -64,6 +58,20 @@ def test_engine_killed_mid_snapshot_recovers(
         excluded = failing_disk and d == disks[0]
         assert (after[d] == before[d]) is excluded
     api.assert_consistent()
+
+
+def _kill_restart_and_wait(
+    cluster: Cluster, job_id: str, *, timeout: float
+) -> tuple[EngineApi, common_pb2.Job]:
+    """kill -9 the engine, restart it, wait for the job to end, then lift every fault."""
+    engine = cluster.engines[0]
+    engine.kill9()
+    engine.restart()
+    api = cluster.api()
+    job = api.wait_job(job_id, timeout=timeout)
+    for faults in cluster.faults:
+        faults.clear()
+    return api, job
 
 
 def _job_rows(
@@ -108,13 +116,7 @@ def test_admission_claims_the_job_and_a_restarted_engine_reissues_its_steps(
         [("STARTED", 1)] * 3,
     )
 
-    engine = cluster.engines[0]
-    engine.kill9()
-    engine.restart()
-    api = cluster.api()
-    job = api.wait_job(job.id, timeout=60)
-    for faults in cluster.faults:
-        faults.clear()
+    api, job = _kill_restart_and_wait(cluster, job.id, timeout=60)
 
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job
     assert _job_rows(cluster.db_url, job.id) == (("SUCCEEDED", None, 2), [("DONE", 2)] * 3)

@@ -13,10 +13,8 @@ from sqlalchemy.orm import Session
 from engine_svc.db.models import Job, Lock
 from engine_svc.domain import ACTIVE_JOB_STATES
 
-# Core statements on the table: a lock row is never loaded as an object when taken.
+# Core statements on the table: taking and releasing locks loads no Lock objects.
 LOCKS = cast(Table, Lock.__table__)
-
-
 _RELEASE_JOB = delete(LOCKS).where(LOCKS.c.job_id == bindparam("job_id"))
 
 

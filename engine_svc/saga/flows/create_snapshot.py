@@ -18,7 +18,6 @@ from engine_svc.saga.flows.common import (
     drop_or_garbage,
     finish,
     run_parallel,
-    set_outcome,
     undo_created_volume,
     with_outcome,
 )
@@ -139,13 +138,13 @@ def _rollback(ctx: JobContext) -> None:
         _compensate_disk(ctx, entry)
     with ctx.tx() as (tx, job):
         steps = {s.seq: s for s in tx.jobs.steps(job.id)}
-        disks = tx.disks.get_many(e["disk_id"] for e in params["disks"])
+        outcomes = job.outcomes
         for e in params["disks"]:
             error = steps[int(e["seq"])].error or {}
-            set_outcome(
-                job,
+            outcomes = with_outcome(
+                outcomes,
                 e["disk_id"],
-                disk_alias=disks[e["disk_id"]].alias if e["disk_id"] in disks else "",
+                disk_alias=e["disk_alias"],
                 outcome=DiskOutcome.ROLLED_BACK,
                 reason=error.get("reason", ""),
                 message=error.get("message", ""),
@@ -153,4 +152,4 @@ def _rollback(ctx: JobContext) -> None:
         snapshot = tx.snapshots.get(params["snapshot_id"])
         if snapshot is not None:
             tx.snapshots.delete(snapshot)
-        finish(tx, job, JobState.FAILED, ctx.epoch, error=job.error)
+        finish(tx, job, JobState.FAILED, ctx.epoch, error=job.error, outcomes=outcomes)
