@@ -129,8 +129,8 @@ def create_snapshot(
         now = utcnow()
         vm = locked_vm(tx, cmd.vm_id)
         attached = tx.disks.attached_to(vm.id)
-        attachments = {a.disk_id: a for a, _ in attached}
-        attached_disks = {d.id: d for _, d in attached}
+        attachments = {a.disk.id: a.attachment for a in attached}
+        attached_disks = {a.disk.id: a.disk for a in attached}
         if requested is None:
             selected = [
                 d.id
@@ -211,7 +211,7 @@ def create_snapshot(
                     host_id=vm.host_id or "",
                     host_name=host.name if host else "",
                 )
-        heads = tx.volumes.heads(selected)
+        heads = {a.disk.id: a.head for a in attached if a.head is not None}
         illegal = [attached_disks[d] for d in selected if heads[d].status == VolumeStatus.ILLEGAL]
         if illegal:
             raise PreconditionFailed(
@@ -235,13 +235,14 @@ def create_snapshot(
             memory=None,
             preview_plan=None,
         )
-        tx.snapshots.add(snapshot)
+        tx.insert_new([snapshot])
         plan = []
         steps = []
+        overlays = []
         for seq, disk_id in enumerate(selected, start=1):
             head = heads[disk_id]
             overlay_id = new_id()
-            tx.volumes.add(
+            overlays.append(
                 Volume(
                     id=overlay_id,
                     disk_id=disk_id,
@@ -257,7 +258,6 @@ def create_snapshot(
                     created_at=now,
                 )
             )
-            head.status = VolumeStatus.LOCKED
             plan.append(
                 {
                     "seq": seq,
@@ -280,6 +280,8 @@ def create_snapshot(
                     started=claimed,
                 )
             )
+        tx.insert_new(overlays)
+        tx.volumes.lock_heads([heads[d].id for d in selected])
         job.params = {"snapshot_id": snapshot.id, "atomic": cmd.atomic, "disks": plan}
         job.result = {"snapshot_id": snapshot.id}
         job.memory_outcome = MemoryOutcome.NOT_REQUESTED

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import grpc
 
@@ -129,9 +130,9 @@ class StepRunner:
         """Call the agent for a begun step until it is DONE or FAILED (see ``run``).
 
         A failure is recorded at once. ``record_success=False`` leaves a success for the
-        caller to record with ``record_done`` in its next transaction (a flow that finalizes
-        right after saves one transaction per step; until then the step stays STARTED and a
-        resumed job re-issues its op_id, which returns the same outcome).
+        caller to record with ``JobRepository.record_done`` in its next transaction (a flow
+        that finalizes right after saves one transaction per step; until then the step stays
+        STARTED and a resumed job re-issues its op_id, which returns the same outcome).
         """
         if begun.ended is not None:
             return begun.ended
@@ -275,7 +276,7 @@ class StepRunner:
         if not record:
             return StepResult(True, op)
         with self.ctx.tx() as (tx, job):
-            record_done(tx.jobs.step(self.ctx.job_id, seq), op)
+            tx.jobs.record_done(self.ctx.job_id, {seq: done_result(op)})
             _recompute_progress(tx, job)
         return StepResult(True, op)
 
@@ -301,29 +302,25 @@ class StepRunner:
         return StepResult(False, op, error)
 
 
-def record_done(step: JobStep, op: AgentOperation | None) -> None:
-    """Record a step as DONE with what the agent returned (the job's progress is the
-    caller's: a finalize sets it to 100 anyway)."""
-    check_step_transition(StepState(step.state), StepState.DONE)
-    step.state = StepState.DONE
-    step.progress = 100
-    step.ended_at = utcnow()
-    if op is not None:
-        step.result = {
-            "already_absent": op.already_absent,
-            "direction": op.direction,
-            "base_modified": op.base_modified,
-            "domain_free_bytes": op.domain_free_bytes,
-            "domain_total_bytes": op.domain_total_bytes,
-            "volume": None
-            if op.volume is None
-            else {
-                "parent_id": op.volume.parent_id,
-                "format": op.volume.format,
-                "virtual_size": op.volume.virtual_size,
-                "actual_size": op.volume.actual_size,
-            },
-        }
+def done_result(op: AgentOperation | None) -> dict[str, Any] | None:
+    """What a DONE step records of the agent's answer (None: nothing to record)."""
+    if op is None:
+        return None
+    return {
+        "already_absent": op.already_absent,
+        "direction": op.direction,
+        "base_modified": op.base_modified,
+        "domain_free_bytes": op.domain_free_bytes,
+        "domain_total_bytes": op.domain_total_bytes,
+        "volume": None
+        if op.volume is None
+        else {
+            "parent_id": op.volume.parent_id,
+            "format": op.volume.format,
+            "virtual_size": op.volume.virtual_size,
+            "actual_size": op.volume.actual_size,
+        },
+    }
 
 
 def _point(step: JobStep, host: Host | None) -> tuple[str | None, _StepCall]:

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from engine_svc.db.models import Attachment, Disk
+from engine_svc.db.models import Attachment, Disk, Volume
+
+
+class AttachedDisk(NamedTuple):
+    """A VM's attachment with its disk and the disk's head (None if it has none)."""
+
+    attachment: Attachment
+    disk: Disk
+    head: Volume | None
+
 
 # Built once: a statement object caches its compiled form and cache key (hot path).
 _ATTACHED_TO = (
-    select(Attachment, Disk)
+    select(Attachment, Disk, Volume)
     .join(Disk, Disk.id == Attachment.disk_id)
+    .outerjoin(
+        Volume,
+        (Volume.disk_id == Disk.id) & Volume.active.is_(True) & Volume.pending_delete.is_(False),
+    )
     .where(Attachment.vm_id == bindparam("vm_id"))
     .order_by(Disk.id)
     .with_for_update(of=Disk)
@@ -71,11 +85,11 @@ class DiskRepository:
             select(Attachment).where(Attachment.vm_id == vm_id).order_by(Attachment.disk_id)
         ).all()
 
-    def attached_to(self, vm_id: str) -> Sequence[tuple[Attachment, Disk]]:
-        """The VM's attachments (any state) with their disks, the disk rows locked FOR UPDATE
-        (SPEC §5.8), in one query."""
+    def attached_to(self, vm_id: str) -> Sequence[AttachedDisk]:
+        """The VM's attachments (any state) with their disks and heads, the disk rows locked
+        FOR UPDATE (SPEC §5.8), in one query."""
         rows = self.session.execute(_ATTACHED_TO, {"vm_id": vm_id}).all()
-        return [(a, d) for a, d in rows]
+        return [AttachedDisk(a, d, v) for a, d, v in rows]
 
     def attachments_of_disk(self, disk_id: str) -> Sequence[Attachment]:
         """The disk's attachments."""

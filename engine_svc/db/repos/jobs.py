@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, case, delete, func, or_, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from engine_svc.db.models import Job, JobStep
+from engine_svc.db.repos.rows import insert_new, sync_loaded
 from engine_svc.domain import (
     ACTIVE_JOB_STATES,
     TERMINAL_JOB_STATES,
     JobKind,
     JobState,
+    StepState,
     check_job_transition,
+    utcnow,
 )
 
 
@@ -44,6 +47,26 @@ _FENCE = (
     .returning(Job)
     .execution_options(populate_existing=True)
 )
+_JOBS = cast(Table, Job.__table__)
+_TRANSITION = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("job_id"),
+        _JOBS.c.state == bindparam("old_state"),
+        _JOBS.c.lease_epoch == bindparam("epoch"),
+    )
+    .values(version=_JOBS.c.version + 1)
+)
+_JOB_STEPS = cast(Table, JobStep.__table__)
+_RECORD_DONE = (
+    update(_JOB_STEPS)
+    .where(
+        _JOB_STEPS.c.job_id == bindparam("step_job_id"),
+        _JOB_STEPS.c.seq == bindparam("step_seq"),
+        _JOB_STEPS.c.state == StepState.STARTED,
+    )
+    .values(state=StepState.DONE, progress=100)
+)
 
 
 class JobRepository:
@@ -63,10 +86,10 @@ class JobRepository:
         return self.session.scalar(select(Job).where(Job.request_id == request_id))
 
     def add(self, job: Job, steps: Sequence[JobStep] = ()) -> None:
-        """Insert a job and its planned steps."""
-        self.session.add(job)
-        self.session.flush()  # the job row first: steps reference it
-        self.session.add_all(steps)
+        """Insert a job and its planned steps now. Admission writes them last and whole: the
+        objects are not tracked, so later changes to them would not be saved."""
+        insert_new(self.session, [job])
+        insert_new(self.session, steps)
 
     def steps(self, job_id: str) -> Sequence[JobStep]:
         """The job's steps in order."""
@@ -86,6 +109,29 @@ class JobRepository:
         if step is None:
             raise LookupError(f"step {job_id}:{seq} does not exist")
         return step
+
+    def record_done(self, job_id: str, results: Mapping[int, dict[str, Any] | None]) -> None:
+        """STARTED → DONE for steps ``seq: result`` (a None result keeps the recorded one), in
+        one executemany compare-and-swap per shape; loaded steps are kept in step."""
+        now = utcnow()
+        keyed = [({"step_job_id": job_id, "step_seq": seq}, r) for seq, r in results.items()]
+        with_result = [{**key, "ended_at": now, "result": r} for key, r in keyed if r is not None]
+        without = [{**key, "ended_at": now} for key, r in keyed if r is None]
+        for rows in (with_result, without):
+            if not rows:
+                continue
+            # Parameters named after columns (ended_at, result) become SET clauses.
+            changed = self.session.execute(_RECORD_DONE, rows).rowcount  # type: ignore[attr-defined]
+            if changed != len(rows):
+                raise LookupError(f"steps of job {job_id} are not all STARTED")
+            for row in rows:
+                written: dict[str, Any] = {k: row[k] for k in ("ended_at", "result") if k in row}
+                sync_loaded(
+                    self.session,
+                    JobStep,
+                    [(job_id, row["step_seq"])],
+                    {**written, "state": StepState.DONE, "progress": 100},
+                )
 
     def add_step(self, step: JobStep) -> None:
         """Insert a step planned after admission (e.g. a compensation)."""
@@ -196,11 +242,10 @@ class JobRepository:
         (other job columns) in the same UPDATE; ``job`` is kept in step with the row."""
         old = JobState(job.state)
         check_job_transition(old, new)
+        # Parameters named after columns (state and ``values``) become SET clauses.
         result = self.session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.state == old, Job.lease_epoch == epoch)
-            .values(state=new, version=Job.version + 1, **values)
-            .execution_options(synchronize_session=False)
+            _TRANSITION,
+            {"job_id": job.id, "old_state": old, "epoch": epoch, "state": new, **values},
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise LeaseLost(job.id)

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Snapshot
+from engine_svc.db.repos.rows import sync_loaded
 from engine_svc.domain import SnapshotType
 
 # Built once: a statement object caches its compiled form and cache key (hot path).
 _CURRENT_OF = select(Snapshot).where(
     Snapshot.vm_id == bindparam("vm_id"),
     Snapshot.type.in_([SnapshotType.ACTIVE, SnapshotType.PREVIEW]),
+)
+_SNAPSHOTS = cast(Table, Snapshot.__table__)
+_SET_STATUS = (
+    update(_SNAPSHOTS)
+    .where(
+        _SNAPSHOTS.c.id == bindparam("snapshot_id"), _SNAPSHOTS.c.status == bindparam("expected")
+    )
+    .values(status=bindparam("new_status"))
 )
 
 
@@ -66,11 +76,11 @@ class SnapshotRepository:
         self.session.delete(snapshot)
 
     def set_status(self, snapshot_id: str, status: str, *, expected: str) -> bool:
-        """Compare-and-swap a snapshot's status."""
+        """Compare-and-swap a snapshot's status (a loaded row is kept in step)."""
         result = self.session.execute(
-            update(Snapshot)
-            .where(Snapshot.id == snapshot_id, Snapshot.status == expected)
-            .values(status=status)
-            .execution_options(synchronize_session="fetch")
+            _SET_STATUS, {"snapshot_id": snapshot_id, "expected": expected, "new_status": status}
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        sync_loaded(self.session, Snapshot, [snapshot_id], {"status": status})
+        return True

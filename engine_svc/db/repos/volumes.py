@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Snapshot, Volume
+from engine_svc.db.repos.rows import sync_loaded
 from engine_svc.domain import SnapshotType, VolumeStatus
 
 # The volumes table itself: Core statements on it bypass the ORM's identity map.
@@ -21,12 +22,15 @@ _HEADS = select(Volume).where(
     Volume.active.is_(True),
     Volume.pending_delete.is_(False),
 )
+# Executed once per row (executemany), which is cheaper than rendering an expanding IN.
+_LOCK_HEADS = (
+    update(VOLUMES)
+    .where(VOLUMES.c.id == bindparam("head_id"), VOLUMES.c.status == VolumeStatus.OK)
+    .values(status=VolumeStatus.LOCKED)
+)
 _CAPTURE = (
     update(VOLUMES)
-    .where(
-        VOLUMES.c.id.in_(bindparam("head_ids", expanding=True)),
-        VOLUMES.c.status == VolumeStatus.LOCKED,
-    )
+    .where(VOLUMES.c.id == bindparam("head_id"), VOLUMES.c.status == VolumeStatus.LOCKED)
     .values(owner_snapshot_id=bindparam("snapshot_id"), active=False, status=VolumeStatus.OK)
 )
 _ACTIVATE = (
@@ -103,28 +107,29 @@ class VolumeRepository:
         """Delete a volume row."""
         self.session.delete(volume)
 
-    def set_status(self, volume_ids: Iterable[str], status: str, *, expected: str) -> int:
-        """Compare-and-swap the status of volumes; returns how many changed."""
-        ids = sorted(set(volume_ids))
+    def lock_heads(self, head_ids: Sequence[str]) -> None:
+        """Admission of a snapshot: its disks' heads go OK → LOCKED (one executemany
+        compare-and-swap UPDATE; loaded rows are kept in step). The caller holds their disks'
+        locks."""
+        ids = sorted(set(head_ids))
         if not ids:
-            return 0
-        result = self.session.execute(
-            update(Volume)
-            .where(Volume.id.in_(ids), Volume.status == expected)
-            .values(status=status)
-            .execution_options(synchronize_session="fetch")
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+            return
+        result = self.session.execute(_LOCK_HEADS, [{"head_id": i} for i in ids])
+        if result.rowcount != len(ids):  # type: ignore[attr-defined]
+            raise LookupError(f"volumes {ids} are not all OK")
+        sync_loaded(self.session, Volume, ids, {"status": VolumeStatus.LOCKED})
 
     def capture(self, snapshot_id: str, head_ids: Sequence[str]) -> None:
         """Finalize of a snapshot: the LOCKED heads become its volumes (no longer active).
 
-        One UPDATE, compare-and-swap on LOCKED; rows loaded in this session are not refreshed.
+        One executemany UPDATE, compare-and-swap on LOCKED; rows loaded in this session are
+        not refreshed.
         """
+        ids = sorted(set(head_ids))
         result = self.session.execute(
-            _CAPTURE, {"snapshot_id": snapshot_id, "head_ids": sorted(head_ids)}
+            _CAPTURE, [{"snapshot_id": snapshot_id, "head_id": i} for i in ids]
         )
-        if result.rowcount != len(set(head_ids)):  # type: ignore[attr-defined]
+        if result.rowcount != len(ids):  # type: ignore[attr-defined]
             raise LookupError(f"volumes {sorted(head_ids)} are not all LOCKED")
 
     def activate(self, actual_sizes: Mapping[str, int | None]) -> None:

@@ -21,7 +21,7 @@ from engine_svc.saga.flows.common import (
     undo_created_volume,
     with_outcome,
 )
-from engine_svc.saga.steps import StepResult, StepRunner, record_done
+from engine_svc.saga.steps import StepResult, StepRunner, done_result
 from engine_svc.snapshot_config import restrict
 
 
@@ -75,9 +75,14 @@ def _finalize(ctx: JobContext, results: dict[int, StepResult]) -> JobState:
     with ctx.tx() as (tx, job):
         params = job.params
         steps = {s.seq: s for s in tx.jobs.steps(job.id)}
-        for seq, outcome in results.items():
-            if outcome.ok and steps[seq].state == StepState.STARTED:
-                record_done(steps[seq], outcome.operation)
+        tx.jobs.record_done(
+            job.id,
+            {
+                seq: done_result(outcome.operation)
+                for seq, outcome in results.items()
+                if outcome.ok and steps[seq].state == StepState.STARTED
+            },
+        )
         entries = params["disks"]
         ok = [e for e in entries if steps[int(e["seq"])].state == StepState.DONE]
         failed = [e for e in entries if e not in ok]
