@@ -114,9 +114,16 @@ class JobRepository:
         """STARTED → DONE for steps ``seq: result`` (a None result keeps the recorded one), in
         one executemany compare-and-swap per shape; loaded steps are kept in step."""
         now = utcnow()
-        keyed = [({"step_job_id": job_id, "step_seq": seq}, r) for seq, r in results.items()]
-        with_result = [{**key, "ended_at": now, "result": r} for key, r in keyed if r is not None]
-        without = [{**key, "ended_at": now} for key, r in keyed if r is None]
+        with_result = [
+            {"step_job_id": job_id, "step_seq": seq, "ended_at": now, "result": result}
+            for seq, result in results.items()
+            if result is not None
+        ]
+        without = [
+            {"step_job_id": job_id, "step_seq": seq, "ended_at": now}
+            for seq, result in results.items()
+            if result is None
+        ]
         for rows in (with_result, without):
             if not rows:
                 continue
@@ -125,13 +132,9 @@ class JobRepository:
             if changed != len(rows):
                 raise LookupError(f"steps of job {job_id} are not all STARTED")
             for row in rows:
-                written: dict[str, Any] = {k: row[k] for k in ("ended_at", "result") if k in row}
-                sync_loaded(
-                    self.session,
-                    JobStep,
-                    [(job_id, row["step_seq"])],
-                    {**written, "state": StepState.DONE, "progress": 100},
-                )
+                written = {k: v for k, v in row.items() if not k.startswith("step_")}
+                written |= {"state": StepState.DONE, "progress": 100}
+                sync_loaded(self.session, JobStep, [(job_id, row["step_seq"])], written)
 
     def add_step(self, step: JobStep) -> None:
         """Insert a step planned after admission (e.g. a compensation)."""

@@ -57,5 +57,5 @@ def sync_loaded(
     for key in keys:
         obj = session.identity_map.get(identity_key(model, key))
         if obj is not None:
-            for key, value in values.items():
-                set_committed_value(obj, key, value)
+            for column, value in values.items():
+                set_committed_value(obj, column, value)

@@ -130,7 +130,7 @@ class VolumeRepository:
             _CAPTURE, [{"snapshot_id": snapshot_id, "head_id": i} for i in ids]
         )
         if result.rowcount != len(ids):  # type: ignore[attr-defined]
-            raise LookupError(f"volumes {sorted(head_ids)} are not all LOCKED")
+            raise LookupError(f"volumes {ids} are not all LOCKED")
 
     def activate(self, actual_sizes: Mapping[str, int | None]) -> None:
         """Finalize of a snapshot: its LOCKED overlays become the active heads, with the
