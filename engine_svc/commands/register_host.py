@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from engine_svc.db.models import Host
 from engine_svc.db.repos import Repositories
@@ -67,8 +67,9 @@ def _check_identity(name: str, tls_identity: frozenset[str] | None, mtls: bool) 
         )
 
 
-def register_host(db: Database, cmd: RegisterHost) -> str:
-    """Create or update the host row; returns the host id (stable per name)."""
+def register_host(db: Database, cmd: RegisterHost, interval: timedelta) -> str:
+    """Create or update the host row; returns the host id (stable per name). ``interval``:
+    the heartbeat interval (see ``heartbeat``)."""
     if not cmd.name or len(cmd.name) > HOST_NAME_MAX or not cmd.name.isprintable():
         raise invalid_field("name", "1..255 printable characters")
     if not cmd.address or ":" not in cmd.address:
@@ -86,12 +87,17 @@ def register_host(db: Database, cmd: RegisterHost) -> str:
         host.qemu_img_version = cmd.qemu_img_version
         host.last_heartbeat_at = now
         tx.session.flush()
-        _record_domains(tx, host.id, cmd.domains, now)
+        _record_domains(tx, host.id, cmd.domains, now, interval)
         return host.id
 
 
-def heartbeat(db: Database, cmd: Heartbeat) -> None:
-    """Record liveness and space; unknown domain ids are ignored."""
+def heartbeat(db: Database, cmd: Heartbeat, interval: timedelta) -> None:
+    """Record liveness and space; unknown domain ids are ignored.
+
+    A served domain the report leaves out is forgotten once no report has named it for
+    ``interval`` (the heartbeat interval): a heartbeat the agent sent before a domain was
+    created on it must not undo the creation (the domain would be INACTIVE until the next).
+    """
     _check_identity(cmd.name, cmd.tls_identity, cmd.mtls)
     now = utcnow()
     with db.transaction() as tx:
@@ -101,11 +107,15 @@ def heartbeat(db: Database, cmd: Heartbeat) -> None:
                 "HOST_NOT_EXIST", f"host {cmd.host_id} is not registered", host_id=cmd.host_id
             )
         host.last_heartbeat_at = now
-        _record_domains(tx, host.id, cmd.domains, now)
+        _record_domains(tx, host.id, cmd.domains, now, interval)
 
 
 def _record_domains(
-    tx: Repositories, host_id: str, reports: tuple[DomainReport, ...], now: datetime
+    tx: Repositories,
+    host_id: str,
+    reports: tuple[DomainReport, ...],
+    now: datetime,
+    interval: timedelta,
 ) -> None:
     known = {d.id for d in tx.hosts.domains()}
     served = {r.domain_id for r in reports if r.domain_id in known}
@@ -114,4 +124,4 @@ def _record_domains(
             tx.hosts.report_domain(
                 host_id, report.domain_id, report.free_bytes, report.total_bytes, now
             )
-    tx.hosts.forget_domains(host_id, served)
+    tx.hosts.forget_domains(host_id, served, reported_before=now - interval)

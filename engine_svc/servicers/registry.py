@@ -45,6 +45,7 @@ class RegistryServicer(registry_pb2_grpc.AgentRegistryServiceServicer):
                 tls_identity=peer_dns_names(context),
                 mtls=self.app.settings.tls_cert is not None,
             ),
+            self.app.settings.heartbeat_interval,
         )
         return registry_pb2.RegisterHostResponse(
             host_id=host_id,
@@ -64,5 +65,6 @@ class RegistryServicer(registry_pb2_grpc.AgentRegistryServiceServicer):
                 tls_identity=peer_dns_names(context),
                 mtls=self.app.settings.tls_cert is not None,
             ),
+            self.app.settings.heartbeat_interval,
         )
         return registry_pb2.HeartbeatResponse()

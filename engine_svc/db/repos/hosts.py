@@ -110,11 +110,14 @@ class HostRepository:
         else:
             row.free_bytes, row.total_bytes, row.reported_at = free, total, at
 
-    def forget_domains(self, host_id: str, keep: set[str]) -> None:
-        """Drop the host's reports for domains it no longer serves."""
+    def forget_domains(self, host_id: str, keep: set[str], *, reported_before: datetime) -> None:
+        """Drop the host's reports for domains it no longer serves: those not in ``keep``
+        and last reported before ``reported_before``."""
         self.session.execute(
             delete(HostDomain).where(
-                HostDomain.host_id == host_id, HostDomain.domain_id.not_in(keep)
+                HostDomain.host_id == host_id,
+                HostDomain.domain_id.not_in(keep),
+                HostDomain.reported_at < reported_before,
             )
         )
 
