@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine_svc.agents.client import AgentClient
 from engine_svc.commands.admission import Started
@@ -25,7 +25,8 @@ class JobContext:
 
     ``claimed_state`` is the job's state when this worker claimed it (never PENDING: the
     claim starts a pending job), where its flow resumes from. ``started`` is set when the
-    job was claimed in its admission transaction: what that transaction wrote.
+    job was claimed in its admission transaction: what that transaction wrote. The first
+    ``tx()`` of such a job uses those objects instead of reading the job and its steps back.
     """
 
     db: Database
@@ -37,6 +38,11 @@ class JobContext:
     stopping: threading.Event
     events: JobEvents
     started: Started | None = None
+    _unread: Started | None = field(default=None, init=False, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._unread = self.started
 
     @contextmanager
     def tx(self) -> Iterator[tuple[Repositories, Job]]:
@@ -45,8 +51,13 @@ class JobContext:
         Runner transactions are not durable one by one (see ``Database.transaction``);
         waiters in this process are told about each commit.
         """
+        with self._guard:
+            unread, self._unread = self._unread, None
         with self.db.transaction(durable=False) as tx:
-            job = tx.jobs.fence(self.job_id, self.epoch)
+            if unread is None:
+                job = tx.jobs.fence(self.job_id, self.epoch)
+            else:
+                job = tx.jobs.fence_known(unread.job, unread.steps, self.epoch)
             yield tx, job
             terminal = JobState(job.state).terminal
             steps = tx.jobs.steps_read(job.id) if terminal else None

@@ -3,14 +3,18 @@ without the unit of work, and compare-and-swap updates that keep loaded objects 
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
-from engine_svc.commands.admission import Envelope, Lease, new_job, plan_step
+from engine_svc.commands.admission import Envelope, Lease, Started, new_job, plan_step
+from engine_svc.config import EngineSettings
 from engine_svc.db.migrate import upgrade
 from engine_svc.db.models import Job, JobStep, Snapshot, StorageDomain, Vm, Volume
+from engine_svc.db.repos.jobs import LeaseLost
 from engine_svc.db.session import make_engine
 from engine_svc.db.uow import Database
 from engine_svc.domain import (
@@ -25,6 +29,8 @@ from engine_svc.domain import (
     new_id,
     utcnow,
 )
+from engine_svc.saga.context import JobContext
+from engine_svc.saga.events import JobEvents
 
 RESULT = {"volume": {"actual_size": 196608}}
 
@@ -35,8 +41,9 @@ def db(db_url: str) -> Database:
     return Database(make_engine(db_url))
 
 
-def _job_with_steps(db: Database, states: list[StepState]) -> Job:
-    """A RUNNING job (lease epoch 1) with one CREATE_VOLUME step per state."""
+def _job_with_steps(db: Database, states: list[StepState]) -> tuple[Job, list[JobStep]]:
+    """A RUNNING job (lease epoch 1) with one CREATE_VOLUME step per state, and the objects
+    its admission wrote."""
     job = new_job(
         JobKind.CREATE_SNAPSHOT,
         Envelope(),
@@ -63,7 +70,7 @@ def _job_with_steps(db: Database, states: list[StepState]) -> Job:
         steps.append(step)
     with db.transaction() as tx:
         tx.jobs.add(job, steps)
-    return job
+    return job, steps
 
 
 def _steps(db: Database, job_id: str) -> dict[int, JobStep]:
@@ -72,7 +79,7 @@ def _steps(db: Database, job_id: str) -> dict[int, JobStep]:
 
 
 def test_add_writes_the_rows_at_once_with_defaults_set_on_the_objects(db: Database) -> None:
-    job = _job_with_steps(db, [StepState.STARTED])
+    job, _ = _job_with_steps(db, [StepState.STARTED])
     # Columns left unset (attempts, progress) take their defaults, in the row and the object.
     other = new_job(JobKind.REMOVE_VM, Envelope(), "d", utcnow(), vm_id=None, targets=[], params={})
     extra = JobStep(
@@ -116,7 +123,7 @@ def test_add_writes_the_rows_at_once_with_defaults_set_on_the_objects(db: Databa
 
 
 def test_record_done_is_a_compare_and_swap_from_started(db: Database) -> None:
-    job = _job_with_steps(db, [StepState.STARTED, StepState.STARTED, StepState.PLANNED])
+    job, _ = _job_with_steps(db, [StepState.STARTED, StepState.STARTED, StepState.PLANNED])
     with db.transaction() as tx:
         tx.session.get(JobStep, (job.id, 2)).result = {"kept": True}  # type: ignore[union-attr]
 
@@ -143,6 +150,63 @@ def test_record_done_is_a_compare_and_swap_from_started(db: Database) -> None:
     after = _steps(db, job.id)
     assert after[3].state == StepState.PLANNED and after[3].result is None
     assert after[1].ended_at == stored[1].ended_at
+
+
+def test_fence_known_takes_admissions_objects_without_reading_them(db: Database) -> None:
+    job, steps = _job_with_steps(db, [StepState.STARTED, StepState.STARTED])
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    # (SQLite's engine begins each transaction with a BEGIN IMMEDIATE of its own.)
+
+    with db.transaction() as tx:
+        assert tx.jobs.fence_known(job, steps, 1) is job
+        assert list(tx.jobs.steps(job.id)) == steps and tx.jobs.step(job.id, 2) is steps[1]
+        # One statement: the fence's UPDATE. The job and its steps are not read back.
+        [fence] = [s for s in statements if s != "BEGIN IMMEDIATE"]
+        assert fence.startswith("UPDATE jobs")
+        assert job.version == 2
+        tx.jobs.record_done(job.id, {1: RESULT})
+        assert steps[0].state == StepState.DONE
+        # The objects are the session's now: the unit of work saves what changes on them.
+        job.progress = 50
+
+    stored = _row(db, Job, job.id)
+    assert (stored.version, stored.progress) == (2, 50)
+    assert _steps(db, job.id)[1].result == RESULT
+
+
+def test_fence_known_with_a_lost_lease_raises_and_changes_nothing(db: Database) -> None:
+    job, steps = _job_with_steps(db, [StepState.STARTED])
+    with db.transaction() as tx:  # another engine claimed the job
+        tx.session.get(Job, job.id).lease_epoch = 2  # type: ignore[union-attr]
+
+    with pytest.raises(LeaseLost), db.transaction() as tx:
+        tx.jobs.fence_known(job, steps, 1)
+    stored = _row(db, Job, job.id)
+    assert (stored.version, stored.lease_epoch) == (1, 2)
+
+
+def test_only_the_first_transaction_of_a_started_job_takes_admissions_objects(
+    db: Database, db_url: str
+) -> None:
+    job, steps = _job_with_steps(db, [StepState.STARTED])
+    ctx = JobContext(
+        db,
+        agents=None,  # type: ignore[arg-type]  # transactions only: no agent is called
+        settings=EngineSettings(db_url=db_url),
+        job_id=job.id,
+        epoch=1,
+        claimed_state=JobState.RUNNING,
+        stopping=threading.Event(),
+        events=JobEvents(),
+        started=Started(job, tuple(steps), {}),
+    )
+    with ctx.tx() as (_, fenced):
+        assert fenced is job
+        fenced.progress = 10
+    with ctx.tx() as (_, fenced):
+        # Read back: the row, with what the first transaction wrote and both fences.
+        assert fenced is not job and (fenced.version, fenced.progress) == (3, 10)
 
 
 def _vm_with_head(db: Database, head_status: VolumeStatus) -> tuple[Vm, Snapshot, Volume]:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from engine_svc.db.models import Job, JobStep
@@ -48,6 +48,11 @@ _FENCE = (
     .execution_options(populate_existing=True)
 )
 _JOBS = cast(Table, Job.__table__)
+_FENCE_KNOWN = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.lease_epoch == bindparam("epoch"))
+    .values(version=_JOBS.c.version + 1)
+)
 _TRANSITION = (
     update(_JOBS)
     .where(
@@ -92,7 +97,11 @@ class JobRepository:
         insert_new(self.session, steps)
 
     def steps(self, job_id: str) -> Sequence[JobStep]:
-        """The job's steps in order."""
+        """The job's steps in order (read once per transaction: the session's objects are
+        the rows, and steps added later go through ``add_step``)."""
+        known = self.steps_read(job_id)
+        if known is not None:
+            return known
         steps = self.session.scalars(_STEPS, {"job_id": job_id}).all()
         self._steps[job_id] = list(steps)
         return steps
@@ -238,6 +247,20 @@ class JobRepository:
         job = self.session.scalars(_FENCE, {"job_id": job_id, "epoch": epoch}).one_or_none()
         if job is None:
             raise LeaseLost(job_id)
+        return job
+
+    def fence_known(self, job: Job, steps: Sequence[JobStep], epoch: int) -> Job:
+        """``fence`` for a job whose row and steps this worker holds exactly as committed
+        (admission's objects, before any other transaction of the job): the lock and the
+        lease check without reading them back. The objects join this session, as if loaded."""
+        result = self.session.execute(_FENCE_KNOWN, {"job_id": job.id, "epoch": epoch})
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise LeaseLost(job.id)
+        for obj in (job, *steps):
+            make_transient_to_detached(obj)
+            self.session.add(obj)
+        set_committed_value(job, "version", job.version + 1)
+        self._steps[job.id] = list(steps)
         return job
 
     def transition(self, job: Job, new: JobState, epoch: int, **values: Any) -> None:
