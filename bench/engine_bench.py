@@ -11,6 +11,9 @@ Measures (p50 over N iterations, baseline interleaved with the measured runs):
       engine's per-job disk parallelism, SPEC §3.1); target <= 1.3;
   (c) engine overhead: a single-disk snapshot against a no-op agent (an in-process gRPC
       server that answers CreateVolume at once), on PostgreSQL; target p50 <= 5 ms.
+The floor of (a) and (b), info: the same overlays created by calling the agents' CreateVolume
+directly (no engine), against the same raw creates. A snapshot also does that agent work, so
+its ratio cannot be below the floor's.
 Real engine and agent processes on loopback; PostgreSQL is the DISKSNAP_TEST_PG server
 (a throwaway database, dropped at the end). Prints a table and the ratios.
 """
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent import futures
 from functools import partial
@@ -45,6 +49,7 @@ from disksnap.engine.v1 import (  # noqa: E402
 )
 from engine_svc.db.migrate import upgrade  # noqa: E402
 from support.engine import Cluster, EngineApi, EngineProcess, PgDatabases, pg_admin_url  # noqa: E402
+from support.processes import AgentProcess  # noqa: E402
 
 MiB = 1024 * 1024
 DISK_SIZE = 64 * MiB
@@ -104,6 +109,27 @@ def snapshot(api: EngineApi, vm_id: str) -> None:
         raise SystemExit(f"snapshot failed: {job}")
 
 
+def agent_create(agent: AgentProcess, domain_id: str, disk_id: str, parent_id: str) -> None:
+    """An overlay created by the agent alone, as a snapshot's step does (the floor)."""
+    volume_id = str(uuid.uuid4())
+    op = (
+        agent.stub()
+        .CreateVolume(
+            agent_pb2.CreateVolumeRequest(
+                op_id=volume_id,
+                domain_id=domain_id,
+                disk_id=disk_id,
+                volume_id=volume_id,
+                parent_volume_id=parent_id,
+            ),
+            timeout=30,
+        )
+        .operation
+    )
+    if op.state != agent_pb2.OPERATION_STATE_DONE:
+        raise SystemExit(f"agent create failed: {op}")
+
+
 def with_real_agents(db_url: str, work: Path, iterations: int) -> list[tuple[str, float, float]]:
     cluster = Cluster(work / "cluster", db_url, agent_count=4, allow_fault_injection=False)
     cluster.start()
@@ -119,16 +145,31 @@ def with_real_agents(db_url: str, work: Path, iterations: int) -> list[tuple[str
         one = api.create_vm("bench-one")
         api.add_disk(one, "d", cluster.domain_ids[0], DISK_SIZE)
         many = api.create_vm("bench-many")
-        for i in range(16):
-            api.add_disk(many, f"d{i}", cluster.domain_ids[i % 4], DISK_SIZE)
+        # The floor's overlays go on each disk's base volume: (agent, domain, disk, parent).
+        [(disk, base)] = api.heads(one).items()
+        floor_one = (cluster.agents[0], cluster.domain_ids[0], disk, base)
+        placed = [
+            (
+                cluster.agents[i % 4],
+                cluster.domain_ids[i % 4],
+                api.add_disk(many, f"d{i}", cluster.domain_ids[i % 4], DISK_SIZE),
+            )
+            for i in range(16)
+        ]
+        bases = api.heads(many)
+        floor_many = [(agent, domain, disk, bases[disk]) for agent, domain, disk in placed]
         snapshot(api, one)  # warm up channels and caches
+        agent_create(*floor_one)
         engine_one: list[float] = []
         raw_one: list[float] = []
+        agent_one: list[float] = []
         for n in range(iterations):
             engine_one.append(timed(lambda: snapshot(api, one)))
             raw_one.append(timed(partial(raw_create, raw_dir, parent, n)))
+            agent_one.append(timed(lambda: agent_create(*floor_one)))
         rows.append(("1 disk: snapshot vs raw create", p50(engine_one), p50(raw_one)))
-        engine_many, raw_many = [], []
+        rows.append(("  floor: agent CreateVolume alone vs raw", p50(agent_one), p50(raw_one)))
+        engine_many, raw_many, agent_many = [], [], []
         with futures.ThreadPoolExecutor(4) as pool:
             for n in range(max(3, iterations // 4)):
                 engine_many.append(timed(lambda: snapshot(api, many)))
@@ -137,7 +178,13 @@ def with_real_agents(db_url: str, work: Path, iterations: int) -> list[tuple[str
                     list(pool.map(lambda i: raw_create(raw_dir, parent, n * 100 + i), range(16)))
 
                 raw_many.append(timed(parallel))
+                agent_many.append(
+                    timed(lambda: list(pool.map(lambda f: agent_create(*f), floor_many)))
+                )
         rows.append(("16 disks on 4 agents vs 16 raw creates", p50(engine_many), p50(raw_many)))
+        rows.append(
+            ("  floor: 16 agent CreateVolumes alone vs raw", p50(agent_many), p50(raw_many))
+        )
     finally:
         cluster.stop()
     return rows
