@@ -36,19 +36,21 @@ class EngineApp:
     def admitted(self, job: Job, wait_timeout_s: int, *, started: Started | None = None) -> JobView:
         """After admission: start the job here (``started``: admission claimed it already),
         optionally wait, return the job as it stands."""
-        waiting = wait_timeout_s > 0 and not JobState(job.state).terminal
+        # Once started, ``job`` belongs to the runner (its first transaction takes it over).
+        job_id, state = job.id, JobState(job.state)
+        waiting = wait_timeout_s > 0 and not state.terminal
         if waiting:
-            self.runner.events.want_finished(job.id)
+            self.runner.events.want_finished(job_id)
         if started is not None:
             self.runner.run_started(started)
-        elif JobState(job.state) is JobState.PENDING:
-            self.runner.run_admitted(job.id)
+        elif state is JobState.PENDING:
+            self.runner.run_admitted(job_id)
         if waiting:
-            self.wait(job.id, wait_timeout_s)
-            finished = self.runner.events.take_finished(job.id)
+            self.wait(job_id, wait_timeout_s)
+            finished = self.runner.events.take_finished(job_id)
             if finished is not None:
                 return finished
-        return get_job(self.db, job.id)
+        return get_job(self.db, job_id)
 
     def wait(self, job_id: str, timeout_s: float) -> None:
         """Block until the job is terminal or ``timeout_s`` passed."""
