@@ -42,8 +42,12 @@ demo: setup
 run: setup
 	$(BIN)/disksnap server
 
+## Every benchmark, each printing ratios against raw qemu-img in the same run (PostgreSQL as
+## for the tests).
 bench: setup
 	$(PY) bench/agent_bench.py
+	$(PY) bench/engine_bench.py
+	$(PY) bench/merge_bench.py
 
 ## Render every deploy/overlays/* with kubectl kustomize and validate it offline (strict schemas).
 validate-deploy: setup
