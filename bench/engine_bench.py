@@ -47,9 +47,9 @@ from disksnap.engine.v1 import (  # noqa: E402
     registry_pb2_grpc,
     snapshots_pb2,
 )
+from engine_svc.agents.client import GrpcAgentClient, OpState  # noqa: E402
 from engine_svc.db.migrate import upgrade  # noqa: E402
 from support.engine import Cluster, EngineApi, EngineProcess, PgDatabases, pg_admin_url  # noqa: E402
-from support.processes import AgentProcess  # noqa: E402
 
 MiB = 1024 * 1024
 DISK_SIZE = 64 * MiB
@@ -109,30 +109,23 @@ def snapshot(api: EngineApi, vm_id: str) -> None:
         raise SystemExit(f"snapshot failed: {job}")
 
 
-def agent_create(agent: AgentProcess, domain_id: str, disk_id: str, parent_id: str) -> None:
-    """An overlay created by the agent alone, as a snapshot's step does (the floor)."""
+def agent_create(
+    agents: GrpcAgentClient, address: str, domain_id: str, disk_id: str, parent_id: str
+) -> None:
+    """An overlay created by the agent alone, through the engine's own agent client, as a
+    snapshot's step does (the floor)."""
     volume_id = str(uuid.uuid4())
-    op = (
-        agent.stub()
-        .CreateVolume(
-            agent_pb2.CreateVolumeRequest(
-                op_id=volume_id,
-                domain_id=domain_id,
-                disk_id=disk_id,
-                volume_id=volume_id,
-                parent_volume_id=parent_id,
-            ),
-            timeout=30,
-        )
-        .operation
+    op = agents.create_volume(
+        address, volume_id, domain_id, disk_id, volume_id, parent_id=parent_id
     )
-    if op.state != agent_pb2.OPERATION_STATE_DONE:
+    if op.state is not OpState.DONE:
         raise SystemExit(f"agent create failed: {op}")
 
 
 def with_real_agents(db_url: str, work: Path, iterations: int) -> list[tuple[str, float, float]]:
     cluster = Cluster(work / "cluster", db_url, agent_count=4, allow_fault_injection=False)
     cluster.start()
+    agents = GrpcAgentClient()
     rows = []
     try:
         api = cluster.api()
@@ -145,28 +138,28 @@ def with_real_agents(db_url: str, work: Path, iterations: int) -> list[tuple[str
         one = api.create_vm("bench-one")
         api.add_disk(one, "d", cluster.domain_ids[0], DISK_SIZE)
         many = api.create_vm("bench-many")
-        # The floor's overlays go on each disk's base volume: (agent, domain, disk, parent).
+        # The floor's overlays go on each disk's base volume: (address, domain, disk, parent).
         [(disk, base)] = api.heads(one).items()
-        floor_one = (cluster.agents[0], cluster.domain_ids[0], disk, base)
+        floor_one = (cluster.agents[0].address, cluster.domain_ids[0], disk, base)
         placed = [
             (
-                cluster.agents[i % 4],
+                cluster.agents[i % 4].address,
                 cluster.domain_ids[i % 4],
                 api.add_disk(many, f"d{i}", cluster.domain_ids[i % 4], DISK_SIZE),
             )
             for i in range(16)
         ]
         bases = api.heads(many)
-        floor_many = [(agent, domain, disk, bases[disk]) for agent, domain, disk in placed]
+        floor_many = [(address, domain, disk, bases[disk]) for address, domain, disk in placed]
         snapshot(api, one)  # warm up channels and caches
-        agent_create(*floor_one)
+        agent_create(agents, *floor_one)
         engine_one: list[float] = []
         raw_one: list[float] = []
         agent_one: list[float] = []
         for n in range(iterations):
             engine_one.append(timed(lambda: snapshot(api, one)))
             raw_one.append(timed(partial(raw_create, raw_dir, parent, n)))
-            agent_one.append(timed(lambda: agent_create(*floor_one)))
+            agent_one.append(timed(lambda: agent_create(agents, *floor_one)))
         rows.append(("1 disk: snapshot vs raw create", p50(engine_one), p50(raw_one)))
         rows.append(("  floor: agent CreateVolume alone vs raw", p50(agent_one), p50(raw_one)))
         rows.append(("  engine's part: snapshot vs agent alone", p50(engine_one), p50(agent_one)))
@@ -180,7 +173,7 @@ def with_real_agents(db_url: str, work: Path, iterations: int) -> list[tuple[str
 
                 raw_many.append(timed(parallel))
                 agent_many.append(
-                    timed(lambda: list(pool.map(lambda f: agent_create(*f), floor_many)))
+                    timed(lambda: list(pool.map(lambda f: agent_create(agents, *f), floor_many)))
                 )
         rows.append(("16 disks on 4 agents vs 16 raw creates", p50(engine_many), p50(raw_many)))
         rows.append(
@@ -190,6 +183,7 @@ def with_real_agents(db_url: str, work: Path, iterations: int) -> list[tuple[str
             ("  engine's part: snapshot vs agents alone", p50(engine_many), p50(agent_many))
         )
     finally:
+        agents.close()
         cluster.stop()
     return rows
 

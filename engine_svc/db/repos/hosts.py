@@ -63,14 +63,10 @@ class HostRepository:
         self.session.add(domain)
 
     def serving(self, domain_id: str) -> Sequence[tuple[HostDomain, Host]]:
-        """(report, host) for every host serving the domain."""
-        rows = self.session.execute(
-            select(HostDomain, Host)
-            .join(Host, Host.id == HostDomain.host_id)
-            .where(HostDomain.domain_id == domain_id)
-            .order_by(Host.name)
-        ).all()
-        return [(hd, h) for hd, h in rows]
+        """(report, host) for every host serving the domain, by host name (none if the
+        domain does not exist)."""
+        found = self.domains_served([domain_id]).get(domain_id)
+        return found[1] if found is not None else []
 
     def domains_served(
         self, domain_ids: Iterable[str]

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from engine_svc.db.models import Job, JobStep
-from engine_svc.db.repos.rows import insert_new, sync_loaded
+from engine_svc.db.repos.rows import insert_new, swap_each, sync_loaded
 from engine_svc.domain import (
     ACTIVE_JOB_STATES,
     TERMINAL_JOB_STATES,
@@ -137,9 +137,9 @@ class JobRepository:
             if not rows:
                 continue
             # Parameters named after columns (ended_at, result) become SET clauses.
-            changed = self.session.execute(_RECORD_DONE, rows).rowcount  # type: ignore[attr-defined]
-            if changed != len(rows):
-                raise LookupError(f"steps of job {job_id} are not all STARTED")
+            swap_each(
+                self.session, _RECORD_DONE, rows, f"steps of job {job_id} are not all STARTED"
+            )
             for row in rows:
                 written = {k: v for k, v in row.items() if not k.startswith("step_")}
                 written |= {"state": StepState.DONE, "progress": 100}

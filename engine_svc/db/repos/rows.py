@@ -10,7 +10,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, insert
+from sqlalchemy import Insert, Table, Update, insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -59,3 +59,10 @@ def sync_loaded(
         if obj is not None:
             for column, value in values.items():
                 set_committed_value(obj, column, value)
+
+
+def swap_each(session: Session, stmt: Update, rows: Sequence[Mapping[str, Any]], what: str) -> None:
+    """Run a compare-and-swap UPDATE once per row (one executemany); LookupError naming
+    ``what`` unless every row matched, which rolls the caller's transaction back."""
+    if session.execute(stmt, rows).rowcount != len(rows):  # type: ignore[attr-defined]
+        raise LookupError(what)

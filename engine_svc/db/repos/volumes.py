@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Snapshot, Volume
-from engine_svc.db.repos.rows import sync_loaded
+from engine_svc.db.repos.rows import swap_each, sync_loaded
 from engine_svc.domain import SnapshotType, VolumeStatus
 
 # The volumes table itself: Core statements on it bypass the ORM's identity map.
@@ -114,9 +114,12 @@ class VolumeRepository:
         ids = sorted(set(head_ids))
         if not ids:
             return
-        result = self.session.execute(_LOCK_HEADS, [{"head_id": i} for i in ids])
-        if result.rowcount != len(ids):  # type: ignore[attr-defined]
-            raise LookupError(f"volumes {ids} are not all OK")
+        swap_each(
+            self.session,
+            _LOCK_HEADS,
+            [{"head_id": i} for i in ids],
+            f"volumes {ids} are not all OK",
+        )
         sync_loaded(self.session, Volume, ids, {"status": VolumeStatus.LOCKED})
 
     def capture(self, snapshot_id: str, head_ids: Sequence[str]) -> None:
@@ -126,11 +129,8 @@ class VolumeRepository:
         not refreshed.
         """
         ids = sorted(set(head_ids))
-        result = self.session.execute(
-            _CAPTURE, [{"snapshot_id": snapshot_id, "head_id": i} for i in ids]
-        )
-        if result.rowcount != len(ids):  # type: ignore[attr-defined]
-            raise LookupError(f"volumes {ids} are not all LOCKED")
+        rows = [{"snapshot_id": snapshot_id, "head_id": i} for i in ids]
+        swap_each(self.session, _CAPTURE, rows, f"volumes {ids} are not all LOCKED")
 
     def activate(self, actual_sizes: Mapping[str, int | None]) -> None:
         """Finalize of a snapshot: its LOCKED overlays become the active heads, with the
@@ -141,11 +141,10 @@ class VolumeRepository:
         """
         if not actual_sizes:
             return
-        result = self.session.execute(
-            _ACTIVATE, [{"volume_id": vid, "size": size} for vid, size in actual_sizes.items()]
+        rows = [{"volume_id": vid, "size": size} for vid, size in actual_sizes.items()]
+        swap_each(
+            self.session, _ACTIVATE, rows, f"volumes {sorted(actual_sizes)} are not all LOCKED"
         )
-        if result.rowcount != len(actual_sizes):  # type: ignore[attr-defined]
-            raise LookupError(f"volumes {sorted(actual_sizes)} are not all LOCKED")
 
     def garbage(self) -> Sequence[Volume]:
         """Garbage volumes, newest first (leaves tend to be newer)."""
