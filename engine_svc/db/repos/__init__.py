@@ -22,7 +22,7 @@ class Repositories:
 
     def __init__(self, session: Session, *, postgres: bool) -> None:
         self.session = session
-        self.hosts = HostRepository(session)
+        self.hosts = HostRepository(session, postgres=postgres)
         self.vms = VmRepository(session)
         self.disks = DiskRepository(session)
         self.volumes = VolumeRepository(session)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Host, HostDomain, StorageDomain
+from engine_svc.db.repos.rows import conflict_insert
+
+# Core statements on the table (reports are upserts).
+HOST_DOMAINS = cast(Table, HostDomain.__table__)
 
 # Built once: a statement object caches its compiled form and cache key (hot path).
 _DOMAINS_SERVED = (
@@ -23,8 +28,9 @@ _DOMAINS_SERVED = (
 class HostRepository:
     """Hosts and storage domains (they are read together for every storage check)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, postgres: bool) -> None:
         self.session = session
+        self.postgres = postgres
 
     def get(self, host_id: str) -> Host | None:
         """The host, or None."""
@@ -89,22 +95,35 @@ class HostRepository:
         return self.session.scalars(select(HostDomain)).all()
 
     def report_domain(
-        self, host_id: str, domain_id: str, free: int, total: int, at: datetime
+        self,
+        host_id: str,
+        domain_id: str,
+        free: int,
+        total: int,
+        at: datetime,
+        *,
+        replace: bool = True,
     ) -> None:
-        """Record that a host serves a domain, with the space it reported."""
-        row = self.session.get(HostDomain, (host_id, domain_id))
-        if row is None:
-            self.session.add(
-                HostDomain(
-                    host_id=host_id,
-                    domain_id=domain_id,
-                    free_bytes=free,
-                    total_bytes=total,
-                    reported_at=at,
-                )
+        """Record that a host serves a domain, with the space it reported; ``replace=False``
+        keeps a report already recorded. One INSERT … ON CONFLICT: a heartbeat and a
+        domain's creation may report the same pair at the same time."""
+        stmt = conflict_insert(HOST_DOMAINS, postgres=self.postgres).values(
+            host_id=host_id, domain_id=domain_id, free_bytes=free, total_bytes=total, reported_at=at
+        )
+        key = [HOST_DOMAINS.c.host_id, HOST_DOMAINS.c.domain_id]
+        if replace:
+            excluded = stmt.excluded
+            stmt = stmt.on_conflict_do_update(
+                index_elements=key,
+                set_={
+                    "free_bytes": excluded.free_bytes,
+                    "total_bytes": excluded.total_bytes,
+                    "reported_at": excluded.reported_at,
+                },
             )
         else:
-            row.free_bytes, row.total_bytes, row.reported_at = free, total, at
+            stmt = stmt.on_conflict_do_nothing(index_elements=key)
+        self.session.execute(stmt)
 
     def forget_domains(self, host_id: str, keep: set[str], *, reported_before: datetime) -> None:
         """Drop the host's reports for domains it no longer serves: those not in ``keep``

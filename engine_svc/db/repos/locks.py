@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, bindparam, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine_svc.db.models import Job, Lock
+from engine_svc.db.repos.rows import conflict_insert
 from engine_svc.domain import ACTIVE_JOB_STATES
 
 # Core statements on the table: taking and releasing locks loads no Lock objects.
@@ -23,7 +23,7 @@ class LockRepository:
 
     def __init__(self, session: Session, *, postgres: bool) -> None:
         self.session = session
-        self._insert = postgresql.insert if postgres else sqlite.insert
+        self.postgres = postgres
 
     def acquire(self, keys: Iterable[str], job_id: str, job_kind: str, now: datetime) -> list[str]:
         """Insert every key not held; returns the keys another job holds.
@@ -36,7 +36,7 @@ class LockRepository:
             return []
         # One cached statement, which insertmanyvalues sends as a single multi-row INSERT.
         stmt = (
-            self._insert(LOCKS)
+            conflict_insert(LOCKS, postgres=self.postgres)
             .on_conflict_do_nothing(index_elements=["key"])
             .returning(LOCKS.c.key)
         )

@@ -11,11 +11,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Insert, Table, Update, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from engine_svc.db.models import Base
+
+
+def conflict_insert(table: Table, *, postgres: bool) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's INSERT into ``table``, which has ``on_conflict_do_nothing`` and
+    ``on_conflict_do_update`` (both databases speak ``ON CONFLICT``)."""
+    return postgresql.insert(table) if postgres else sqlite.insert(table)
 
 
 @functools.cache

@@ -21,13 +21,17 @@ def run(ctx: JobContext) -> None:
         step = tx.jobs.step(job.id, SEQ)
         domain_id = job.params["domain_id"]
         if result.ok and step.host_id:
-            op = result.operation
+            # The step's record, not ``result``: a resumed job's step is DONE already and its
+            # result comes from the record. A heartbeat may have reported the domain first:
+            # that report is newer and stays.
+            recorded = step.result or {}
             tx.hosts.report_domain(
                 step.host_id,
                 domain_id,
-                op.domain_free_bytes if op else 0,
-                op.domain_total_bytes if op else 0,
+                int(recorded.get("domain_free_bytes", 0)),
+                int(recorded.get("domain_total_bytes", 0)),
                 utcnow(),
+                replace=False,
             )
             finish(tx, job, JobState.SUCCEEDED, ctx.epoch)
             return
